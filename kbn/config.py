@@ -1,0 +1,168 @@
+"""Frozen, validated configurations. Defaults are the reference recipe.
+
+Every result carries the config that produced it (``Result.config``), and a config
+round-trips through ``to_dict`` / ``from_dict`` so it can be saved beside the result.
+Unknown keys raise, so a typo in a notebook parameter cannot silently fall back to a
+default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+N_TRAIN = 45_000  # training images in the reference split (50,000 - 5,000 validation)
+INITS = ("he", "xavier", "sigma")
+
+
+class _Config:
+    """Shared behaviour: dict round trip that refuses unknown keys."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(known)}"
+            )
+        return cls(**d)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown key(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+
+def _fail(cls: str, name: str, value: Any, why: str) -> None:
+    raise ValueError(f"{cls}.{name}={value!r}: {why}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig(_Config):
+    """Architecture and initialisation of a k-layer MLP (k = len(hidden) + 1)."""
+
+    hidden: tuple[int, ...] = (50, 50)  # hidden layer widths; the reference 3-layer net
+    batch_norm: bool = True  # BN (before ReLU) on every hidden layer; never on the output
+    init: str = "he"  # "he": N(0, 2/fan_in); "xavier": N(0, 1/fan_in); "sigma": N(0, sigma^2)
+    sigma: float | None = None  # std of every weight when init == "sigma"
+    alpha: float = 0.8  # BN moving-average weight: mu_av = alpha*mu_av + (1-alpha)*mu
+    eps: float = 1e-8  # added to the BN variance before the square root (keeps 1/sqrt finite)
+
+    def __post_init__(self):
+        name = "NetworkConfig"
+        hidden = self.hidden
+        if isinstance(hidden, (int, np.integer)):
+            _fail(name, "hidden", hidden, "give a list of layer widths, e.g. [50, 50]")
+        hidden = tuple(hidden)
+        object.__setattr__(self, "hidden", hidden)
+        if len(hidden) == 0:
+            _fail(name, "hidden", list(hidden), "need at least one hidden layer, e.g. [50, 50]")
+        for m in hidden:
+            if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m <= 0:
+                _fail(name, "hidden", list(hidden), f"every width must be a positive int, got {m!r}")
+        object.__setattr__(self, "hidden", tuple(int(m) for m in hidden))
+        if self.init not in INITS:
+            _fail(name, "init", self.init, f"must be one of {INITS}")
+        if self.init == "sigma":
+            if self.sigma is None or not np.isfinite(self.sigma) or self.sigma <= 0:
+                _fail(name, "sigma", self.sigma, "init='sigma' needs a finite sigma > 0")
+        elif self.sigma is not None:
+            _fail(name, "sigma", self.sigma, f"sigma is only used with init='sigma' (init={self.init!r})")
+        if not 0.0 <= self.alpha < 1.0:
+            _fail(name, "alpha", self.alpha, "the moving-average weight must be in [0, 1)")
+        if not self.eps > 0:
+            _fail(name, "eps", self.eps, "must be > 0")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hidden) + 1
+
+    def describe(self) -> str:
+        """Short label, e.g. '3-layer [50, 50] + BN'."""
+        bn = " + BN" if self.batch_norm else ""
+        return f"{self.n_layers}-layer {list(self.hidden)}{bn}"
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Mini-batch GD with a cyclical (triangular) learning rate; the reference recipe."""
+
+    n_batch: int = 100  # images per update step
+    eta_min: float = 1e-5  # lowest learning rate of the cycle
+    eta_max: float = 1e-1  # highest learning rate of the cycle
+    n_s: int = 5 * N_TRAIN // 100  # half-cycle in update steps: 5 epochs at n_batch=100
+    n_cycles: int = 2  # full cycles (2 n_s steps each); training length = 2 n_s n_cycles
+    lam: float = 0.005  # L2 weight: cost = mean cross-entropy + lam * sum ||W||^2
+    evals_per_cycle: int = 10  # points per cycle at which train/val metrics are recorded
+    seed: int = 0  # seeds initialisation and shuffling (numpy default_rng)
+    dtype: str = "float32"  # arithmetic precision; float32 is ~1.6x faster, float64 for checks
+
+    def __post_init__(self):
+        name = "TrainConfig"
+        for key in ("n_batch", "n_s", "n_cycles", "evals_per_cycle"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                _fail(name, key, v, "must be a positive int")
+        if not (np.isfinite(self.lam) and self.lam >= 0):
+            _fail(name, "lam", self.lam, "the L2 weight must be finite and >= 0")
+        if not (self.eta_min > 0 and np.isfinite(self.eta_max)):
+            _fail(name, "eta_min", self.eta_min, "learning rates must be finite and > 0")
+        if self.eta_min > self.eta_max:
+            _fail(name, "eta_min", self.eta_min, f"must not exceed eta_max={self.eta_max!r}")
+        if self.evals_per_cycle > 2 * self.n_s:
+            _fail(name, "evals_per_cycle", self.evals_per_cycle,
+                  f"cannot exceed the {2 * self.n_s} steps of a cycle")
+        if self.dtype not in ("float32", "float64"):
+            _fail(name, "dtype", self.dtype, "must be 'float32' or 'float64'")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            _fail(name, "seed", self.seed, "must be a non-negative int")
+
+    @property
+    def n_steps(self) -> int:
+        return 2 * self.n_s * self.n_cycles
+
+    def check_fits(self, n_train: int) -> None:
+        """Raise if the recipe cannot run on ``n_train`` training images."""
+        if self.n_batch > n_train:
+            _fail("TrainConfig", "n_batch", self.n_batch,
+                  f"larger than the {n_train} training images; lower n_batch or use more data")
+
+
+@dataclass(frozen=True)
+class SearchConfig(_Config):
+    """Coarse-to-fine random search of the L2 weight lambda (log-uniform)."""
+
+    coarse_range: tuple[float, float] = (-5.0, -1.0)  # log10(lambda) range of the coarse stage
+    n_coarse: int = 8  # trials in the coarse stage
+    n_fine: int = 8  # trials in the fine stage
+    fine_halfwidth: float = 0.5  # fine stage: log10 range best +- this (in decades)
+    seed: int = 0  # seeds the lambda samples (training seeds come from TrainConfig)
+
+    def __post_init__(self):
+        name = "SearchConfig"
+        lo, hi = tuple(float(v) for v in self.coarse_range)
+        object.__setattr__(self, "coarse_range", (lo, hi))
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            _fail(name, "coarse_range", self.coarse_range, "need finite log10 bounds lo < hi")
+        for key in ("n_coarse", "n_fine"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, np.integer)) or v < 0:
+                _fail(name, key, v, "must be an int >= 0")
+        if self.n_coarse == 0:
+            _fail(name, "n_coarse", 0, "the coarse stage needs at least one trial")
+        if not self.fine_halfwidth > 0:
+            _fail(name, "fine_halfwidth", self.fine_halfwidth, "must be > 0")
+

@@ -1,0 +1,186 @@
+"""A k-layer MLP with optional batch normalisation on every hidden layer.
+
+Layer l (1..k-1):  s = x W_l + b_l  ->  [BN: gamma_l * normalise(s) + beta_l]  ->  ReLU
+Layer k:           scores = x W_k + b_k  ->  softmax
+
+Parameters and gradients are dicts with the same keys (``W1``, ``b1``, ``gamma1``,
+``beta1``, ..., ``Wk``, ``bk``), so the update, the L2 term and the gradient check loop
+over keys without knowing the architecture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import layers
+from .config import NetworkConfig
+
+
+def init_params(config: NetworkConfig, d_in: int, n_classes: int,
+                rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Draw the weights; b = 0, gamma = 1, beta = 0.
+
+    He: N(0, 2/fan_in), Xavier: N(0, 1/fan_in), sigma: N(0, sigma^2) in every layer.
+    W_l has shape (fan_in, fan_out); b_l, gamma_l, beta_l have shape (fan_out,).
+    """
+    sizes = [d_in, *config.hidden, n_classes]
+    params: dict[str, np.ndarray] = {}
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        if config.init == "he":
+            std = np.sqrt(2.0 / fan_in)
+        elif config.init == "xavier":
+            std = np.sqrt(1.0 / fan_in)
+        else:
+            std = config.sigma
+        params[f"W{l}"] = (std * rng.standard_normal((fan_in, fan_out))).astype(dtype)
+        params[f"b{l}"] = np.zeros(fan_out, dtype=dtype)
+        if config.batch_norm and l < len(sizes) - 1:
+            params[f"gamma{l}"] = np.ones(fan_out, dtype=dtype)
+            params[f"beta{l}"] = np.zeros(fan_out, dtype=dtype)
+    return params
+
+
+class Network:
+    """Parameters, BN moving averages and the forward/backward passes of one MLP.
+
+    ``params``: dict of arrays as described in the module docstring.
+    ``averages``: ``mean{l}``, ``var{l}`` (M_l,) moving averages of the BN batch
+    statistics, empty until the first training-mode pass (they are initialised from it).
+    """
+
+    def __init__(self, config: NetworkConfig, params: dict[str, np.ndarray],
+                 averages: dict[str, np.ndarray] | None = None):
+        self.config = config
+        self.params = params
+        self.averages = {} if averages is None else averages
+
+    @classmethod
+    def create(cls, config: NetworkConfig, d_in: int, n_classes: int,
+               rng: np.random.Generator, dtype=np.float64) -> "Network":
+        return cls(config, init_params(config, d_in, n_classes, rng, dtype))
+
+    @property
+    def n_layers(self) -> int:
+        return self.config.n_layers
+
+    @property
+    def dtype(self):
+        return self.params["W1"].dtype
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, X: np.ndarray, train: bool, update_averages: bool = False):
+        """X: (N, d) -> scores (N, K), caches (one tuple per layer).
+
+        ``train``: BN uses batch statistics (and its backward is then exact); otherwise
+        the moving averages. ``update_averages`` (train only) folds this batch's
+        statistics into the moving averages.
+        """
+        p, k, cfg = self.params, self.n_layers, self.config
+        caches = []
+        x = X
+        for l in range(1, k):
+            s, aff = layers.affine_forward(x, p[f"W{l}"], p[f"b{l}"])
+            bn = None
+            if cfg.batch_norm:
+                if train:
+                    s, bn, mu, var = layers.batchnorm_forward(
+                        s, p[f"gamma{l}"], p[f"beta{l}"], cfg.eps)
+                    if update_averages:
+                        self._update_average(l, mu, var)
+                else:
+                    mean, var = self._averages_for(l)
+                    s, bn, _, _ = layers.batchnorm_forward(
+                        s, p[f"gamma{l}"], p[f"beta{l}"], cfg.eps, mean, var)
+            x, act = layers.relu_forward(s)
+            caches.append((aff, bn, act))
+        scores, aff = layers.affine_forward(x, p[f"W{k}"], p[f"b{k}"])
+        caches.append((aff, None, None))
+        return scores, caches
+
+    def _update_average(self, l: int, mu: np.ndarray, var: np.ndarray) -> None:
+        a = self.config.alpha
+        if f"mean{l}" not in self.averages:  # first batch: start from its statistics
+            self.averages[f"mean{l}"] = mu.copy()
+            self.averages[f"var{l}"] = var.copy()
+        else:
+            m, v = self.averages[f"mean{l}"], self.averages[f"var{l}"]
+            m *= a
+            m += (1 - a) * mu
+            v *= a
+            v += (1 - a) * var
+
+    def _averages_for(self, l: int):
+        try:
+            return self.averages[f"mean{l}"], self.averages[f"var{l}"]
+        except KeyError:
+            raise RuntimeError(
+                "evaluation-mode BN needs moving averages, and this network has not seen a "
+                "training batch yet: train it first, or call forward(X, train=True)"
+            ) from None
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, dscores: np.ndarray, caches, lam: float) -> dict[str, np.ndarray]:
+        """Gradients of the cost for every parameter (same keys as ``params``).
+
+        dscores: (N, K), gradient of the mean loss w.r.t. the scores. The L2 term
+        contributes 2 lam W to each dW. Only valid after a ``train=True`` forward.
+        """
+        p, k = self.params, self.n_layers
+        grads: dict[str, np.ndarray] = {}
+        aff, _, _ = caches[-1]
+        dx, grads[f"W{k}"], grads[f"b{k}"] = layers.affine_backward(dscores, aff)
+        for l in range(k - 1, 0, -1):
+            aff, bn, act = caches[l - 1]
+            ds = layers.relu_backward(dx, act)
+            if bn is not None:
+                ds, grads[f"gamma{l}"], grads[f"beta{l}"] = layers.batchnorm_backward(ds, bn)
+            dx, grads[f"W{l}"], grads[f"b{l}"] = layers.affine_backward(ds, aff, need_dx=l > 1)
+        if lam:
+            for l in range(1, k + 1):
+                grads[f"W{l}"] += (2 * lam) * p[f"W{l}"]
+        return grads
+
+    # ---------------------------------------------------------------- cost
+    def l2(self) -> float:
+        """sum over layers of ||W_l||^2 (biases, gamma and beta are not regularised)."""
+        return float(sum(np.vdot(self.params[f"W{l}"], self.params[f"W{l}"])
+                         for l in range(1, self.n_layers + 1)))
+
+    def cost_and_grads(self, X, y, lam: float, update_averages: bool = False):
+        """Training-mode cost and its exact gradient on one batch.
+
+        X: (N, d), y: (N,) ints -> cost (float), loss (float), grads (dict).
+        """
+        scores, caches = self.forward(X, train=True, update_averages=update_averages)
+        loss, dscores, _ = layers.softmax_cross_entropy(scores, y)
+        grads = self.backward(dscores, caches, lam)
+        return loss + lam * self.l2(), loss, grads
+
+    def cost(self, X, y, lam: float, train: bool = False) -> float:
+        """Cost = mean cross-entropy + lam * sum ||W||^2, without touching the averages."""
+        scores, _ = self.forward(X, train=train)
+        loss, _, _ = layers.softmax_cross_entropy(scores, y)
+        return loss + lam * self.l2()
+
+    def evaluate(self, X, y, lam: float, block: int = 10_000) -> dict[str, float]:
+        """Evaluation-mode cost, loss and accuracy over a whole split, in blocks of rows.
+
+        X: (N, d), y: (N,) -> {"cost", "loss", "accuracy"}.
+        """
+        n = X.shape[0]
+        if n == 0:  # e.g. no validation split
+            return {"cost": float("nan"), "loss": float("nan"), "accuracy": float("nan")}
+        loss_sum, correct = 0.0, 0
+        for start in range(0, n, block):
+            xb, yb = X[start:start + block], y[start:start + block]
+            scores, _ = self.forward(xb, train=False)
+            loss, _, _ = layers.softmax_cross_entropy(scores, yb)
+            loss_sum += loss * len(yb)
+            correct += int(np.count_nonzero(scores.argmax(axis=1) == yb))
+        loss = loss_sum / n
+        return {"cost": loss + lam * self.l2(), "loss": loss, "accuracy": correct / n}
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """X: (N, d) -> predicted labels (N,)."""
+        scores, _ = self.forward(X, train=False)
+        return scores.argmax(axis=1)

@@ -1,0 +1,82 @@
+"""Coarse-to-fine random search of the L2 weight lambda, selected on validation accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .config import NetworkConfig, SearchConfig, TrainConfig
+from .trainer import Result, fit
+
+
+@dataclass
+class Trial:
+    stage: str  # "coarse" or "fine"
+    lam: float
+    result: Result
+
+    def row(self) -> dict:
+        r = self.result
+        return {"stage": self.stage, "lambda": self.lam, "log10_lambda": float(np.log10(self.lam)),
+                "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+                "diverged": r.diverged}
+
+
+@dataclass
+class SearchResult:
+    config: SearchConfig
+    trials: list[Trial]  # every trial, coarse then fine, in the order they were drawn
+    best: Trial  # highest validation accuracy over all trials (test never used to choose)
+
+    def rows(self) -> list[dict]:
+        return [t.row() for t in self.trials]
+
+
+def sample_lambdas(rng: np.random.Generator, log10_range: tuple[float, float], n: int) -> np.ndarray:
+    """n values of lambda, log-uniform: lambda = 10**u, u ~ U(lo, hi)."""
+    lo, hi = log10_range
+    return 10.0 ** rng.uniform(lo, hi, size=n)
+
+
+def best_trial(trials: list[Trial]) -> Trial:
+    """The trial with the highest validation accuracy; diverged trials never win."""
+    ok = [t for t in trials if not t.result.diverged]
+    if not ok:
+        raise RuntimeError("every trial diverged: lower eta_max or narrow the lambda range")
+    return max(ok, key=lambda t: t.result.val_accuracy)
+
+
+def fine_range(best_lam: float, cfg: SearchConfig) -> tuple[float, float]:
+    """log10 range of the fine stage: the best coarse lambda +- fine_halfwidth decades."""
+    c = float(np.log10(best_lam))
+    return (c - cfg.fine_halfwidth, c + cfg.fine_halfwidth)
+
+
+def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data,
+                  search_config: SearchConfig = SearchConfig(), progress: bool = False,
+                  run: Callable[..., Result] = fit) -> SearchResult:
+    """Coarse stage over ``coarse_range``, then a fine stage around the best coarse lambda.
+
+    Each trial trains ``train_config`` with its own lambda (same training seed, so trials
+    differ only in lambda). The best lambda is the one with the highest *validation*
+    accuracy; test accuracy is recorded but never used to choose.
+    """
+    if len(data.val.y) == 0:
+        raise ValueError("the lambda search chooses on validation accuracy: load data with n_val > 0")
+    rng = np.random.default_rng(search_config.seed)
+    trials: list[Trial] = []
+
+    def run_stage(stage: str, lams: np.ndarray) -> None:
+        for i, lam in enumerate(lams, start=1):
+            desc = f"{stage} {i}/{len(lams)} lambda={lam:.2e}"
+            result = run(network_config, train_config.replace(lam=float(lam)), data,
+                         progress=progress, desc=desc)
+            trials.append(Trial(stage, float(lam), result))
+
+    run_stage("coarse", sample_lambdas(rng, search_config.coarse_range, search_config.n_coarse))
+    if search_config.n_fine:
+        lo_hi = fine_range(best_trial(trials).lam, search_config)
+        run_stage("fine", sample_lambdas(rng, lo_hi, search_config.n_fine))
+    return SearchResult(search_config, trials, best_trial(trials))

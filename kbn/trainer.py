@@ -1,0 +1,163 @@
+"""The one trainer: mini-batch GD with a cyclical learning rate, used by every experiment."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import NetworkConfig, TrainConfig
+from .network import Network
+from .schedule import cyclical_lr
+
+METRICS = ("cost", "loss", "accuracy")
+HISTORY_KEYS = ("step", "epoch", "eta",
+                *(f"{split}_{m}" for split in ("train", "val") for m in METRICS))
+
+
+@dataclass
+class Result:
+    """What one training run produced. ``history`` has one entry per recorded point."""
+
+    network_config: NetworkConfig
+    train_config: TrainConfig
+    history: dict[str, list[float]]  # keys HISTORY_KEYS, equal-length lists
+    test_accuracy: float  # NaN if the run diverged
+    val_accuracy: float  # final validation accuracy (evaluation mode); NaN if diverged
+    wall_time: float  # seconds spent in fit()
+    diverged_at: int | None = None  # update step at which the cost became NaN/inf
+    network: Network | None = field(default=None, repr=False, compare=False)
+    version: str = __version__
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: configs, history and scalars (not the weights)."""
+        return {
+            "network_config": self.network_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            "history": self.history,
+            "test_accuracy": self.test_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "wall_time": self.wall_time,
+            "diverged_at": self.diverged_at,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        return cls(
+            network_config=NetworkConfig.from_dict(d["network_config"]),
+            train_config=TrainConfig.from_dict(d["train_config"]),
+            history={k: list(v) for k, v in d["history"].items()},
+            test_accuracy=d["test_accuracy"],
+            val_accuracy=d["val_accuracy"],
+            wall_time=d["wall_time"],
+            diverged_at=d["diverged_at"],
+            version=d["version"],
+        )
+
+
+def record_steps(cfg: TrainConfig) -> np.ndarray:
+    """Update steps (1-based counts of updates done) after which metrics are recorded.
+
+    ``evals_per_cycle`` evenly spaced points per cycle, the last one at the end of training.
+    """
+    n_points = cfg.n_cycles * cfg.evals_per_cycle
+    return np.unique(np.rint(np.linspace(0, cfg.n_steps, n_points + 1)[1:]).astype(int))
+
+
+def _progress_bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress is a nicety, never a reason to fail
+        return None
+    return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
+
+
+def fit(network_config: NetworkConfig, train_config: TrainConfig, data,
+        progress: bool = False, desc: str | None = None) -> Result:
+    """Train a fresh network on ``data`` (a ``kbn.data.CIFAR10``) and evaluate it.
+
+    Initialisation and the per-epoch shuffles come from ``default_rng(train_config.seed)``
+    so the same configs and data give the same numbers. Metrics (evaluation mode, i.e. BN
+    with moving averages) are recorded at ``record_steps(train_config)``.
+    """
+    t0 = time.perf_counter()
+    cfg = train_config
+    dtype = np.dtype(cfg.dtype)
+    X = np.asarray(data.train.X, dtype=dtype)
+    y = data.train.y
+    Xv, yv = np.asarray(data.val.X, dtype=dtype), data.val.y
+    n = X.shape[0]
+    cfg.check_fits(n)
+
+    init_rng, shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)
+    net = Network.create(network_config, X.shape[1], int(y.max()) + 1, init_rng, dtype)
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    bar = _progress_bar(progress, cfg.n_steps, desc or network_config.describe())
+
+    # A diverging run overflows before its cost turns non-finite; that is detected and
+    # recorded below, so numpy's overflow warnings would only repeat it as noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        diverged_at = _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar)
+    if bar is not None:
+        bar.close()
+
+    if diverged_at is None:
+        test_acc = net.evaluate(np.asarray(data.test.X, dtype=dtype), data.test.y, cfg.lam)["accuracy"]
+        val_acc = history["val_accuracy"][-1]
+    else:
+        test_acc = val_acc = float("nan")
+    return Result(network_config, cfg, history, test_acc, val_acc,
+                  time.perf_counter() - t0, diverged_at, net)
+
+
+def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
+    """The update loop. Returns the step at which the cost became non-finite, or None."""
+    params = net.params
+    n = X.shape[0]
+    to_record = set(record_steps(cfg).tolist())
+    steps_per_epoch = n // cfg.n_batch  # the last incomplete batch of an epoch is dropped
+    xb = np.empty((cfg.n_batch, X.shape[1]), dtype=X.dtype)  # reused mini-batch buffer
+    t = 0
+    while t < cfg.n_steps:
+        order = shuffle_rng.permutation(n)
+        for j in range(steps_per_epoch):
+            idx = order[j * cfg.n_batch:(j + 1) * cfg.n_batch]
+            np.take(X, idx, axis=0, out=xb)
+            cost, _, grads = net.cost_and_grads(xb, y[idx], cfg.lam, update_averages=True)
+            if not math.isfinite(cost):
+                return t
+            eta = cyclical_lr(t, cfg.eta_min, cfg.eta_max, cfg.n_s)
+            for key, g in grads.items():
+                g *= eta
+                params[key] -= g
+            t += 1
+            if t in to_record:
+                _record(history, net, t, t / steps_per_epoch, eta, X, y, Xv, yv, cfg.lam)
+                if bar is not None:
+                    bar.set_postfix(cost=f"{history['train_cost'][-1]:.3f}",
+                                    val_acc=f"{history['val_accuracy'][-1]:.3f}")
+            if bar is not None:
+                bar.update(1)
+            if t == cfg.n_steps:
+                return None
+    return None
+
+
+def _record(history, net, t, epoch, eta, X, y, Xv, yv, lam) -> None:
+    history["step"].append(t)
+    history["epoch"].append(epoch)
+    history["eta"].append(eta)
+    for split, (A, b) in (("train", (X, y)), ("val", (Xv, yv))):
+        for m, v in net.evaluate(A, b, lam).items():
+            history[f"{split}_{m}"].append(v)

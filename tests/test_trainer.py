@@ -1,0 +1,86 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kbn import NetworkConfig, TrainConfig, cyclical_lr
+from kbn.trainer import HISTORY_KEYS, Result, fit, record_steps
+
+SHORT = TrainConfig(n_batch=20, n_s=50, n_cycles=1, eta_max=0.05, lam=1e-3, evals_per_cycle=4)
+
+
+def test_learns_a_separable_problem(toy_data):
+    for bn in (False, True):
+        result = fit(NetworkConfig(hidden=[30, 20], batch_norm=bn), SHORT, toy_data)
+        assert result.val_accuracy > 0.8, bn
+        assert result.test_accuracy > 0.8, bn
+        assert result.history["train_cost"][-1] < result.history["train_cost"][0]
+
+
+def test_history_is_recorded_at_the_evaluation_points(toy_data):
+    cfg = SHORT.replace(n_cycles=2, evals_per_cycle=5)
+    result = fit(NetworkConfig(hidden=[10]), cfg, toy_data)
+    assert set(result.history) == set(HISTORY_KEYS)
+    assert result.history["step"] == record_steps(cfg).tolist() == list(range(20, 201, 20))
+    assert all(len(v) == 10 for v in result.history.values())
+    # the recorded rate is the one used for the update that preceded the record
+    expected = [cyclical_lr(t - 1, cfg.eta_min, cfg.eta_max, cfg.n_s) for t in result.history["step"]]
+    assert result.history["eta"] == pytest.approx(expected)
+    assert result.history["epoch"][-1] == pytest.approx(200 / (1000 // 20))
+    assert result.val_accuracy == result.history["val_accuracy"][-1]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(toy_data):
+    net = NetworkConfig(hidden=[12, 12])
+    a, b = fit(net, SHORT, toy_data), fit(net, SHORT, toy_data)
+    assert a.history == b.history and a.test_accuracy == b.test_accuracy
+    for key in a.network.params:
+        np.testing.assert_array_equal(a.network.params[key], b.network.params[key])
+    c = fit(net, SHORT.replace(seed=1), toy_data)
+    assert c.history["train_cost"] != a.history["train_cost"]
+
+
+def test_dtype_is_honoured(toy_data):
+    for dtype in ("float32", "float64"):
+        result = fit(NetworkConfig(hidden=[8]), SHORT.replace(dtype=dtype), toy_data)
+        assert all(p.dtype == np.dtype(dtype) for p in result.network.params.values())
+
+
+def test_divergence_stops_the_run_and_is_recorded(toy_data):
+    wild = NetworkConfig(hidden=[20, 20], batch_norm=False, init="sigma", sigma=50.0)
+    result = fit(wild, SHORT.replace(eta_min=1.0, eta_max=1e3), toy_data)
+    assert result.diverged
+    assert 0 <= result.diverged_at < SHORT.n_steps
+    assert np.isnan(result.test_accuracy) and np.isnan(result.val_accuracy)
+
+
+def test_batch_larger_than_training_set_is_refused(toy_data):
+    with pytest.raises(ValueError, match="n_batch=5000: larger than the 1000 training images"):
+        fit(NetworkConfig(hidden=[8]), SHORT.replace(n_batch=5000), toy_data)
+
+
+def test_result_round_trips_through_json(toy_data):
+    result = fit(NetworkConfig(hidden=[8]), SHORT, toy_data)
+    back = Result.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert back.network_config == result.network_config
+    assert back.train_config == result.train_config
+    assert back.history == result.history and back.test_accuracy == result.test_accuracy
+
+
+def test_record_steps_end_at_the_last_update():
+    cfg = TrainConfig(n_s=7, n_cycles=3, evals_per_cycle=4)
+    steps = record_steps(cfg)
+    assert steps[-1] == cfg.n_steps == 42 and len(steps) == 12 and np.all(np.diff(steps) > 0)
+
+
+@pytest.mark.skipif(not os.environ.get("KBN_DATA_DIR"),
+                    reason="set KBN_DATA_DIR to the cifar-10-batches-py folder")
+def test_three_layer_bn_learns_real_cifar10_in_one_short_cycle():
+    from kbn.data import load_cifar10
+
+    data = load_cifar10()
+    cfg = TrainConfig(n_s=450, n_cycles=1, evals_per_cycle=2)  # 900 steps, 2 epochs
+    result = fit(NetworkConfig(hidden=[50, 50], batch_norm=True), cfg, data)
+    assert result.val_accuracy >= 0.40
+    assert result.test_accuracy >= 0.40
