@@ -1,18 +1,21 @@
 """Training speed of kbn, as ratios against peers measured in the same run.
 
-    python benchmarks/bench_training.py            # steps/s, 3- and 9-layer, float32/64
-    python benchmarks/bench_training.py --full     # + full-recipe runs on the real data
+    python benchmarks/bench_training.py          # steps/s: kbn, GEMM floor, PyTorch if installed
+    python benchmarks/bench_training.py --full   # + full-recipe runs on the real data
 
-Peers measured in this run:
-- the GEMM floor: the time the three matrix products of a step's first layer (the bulk of its
-  FLOPs) take at this machine's float32 GEMM speed, for a step of the same shape;
+Peers, all measured in this run on the same shapes:
+- the GEMM floor: only the matrix products that a step (or an evaluation) performs, on
+  preallocated arrays; a training loop cannot be faster than this;
+- PyTorch on the CPU (``pip install -e .[bench]``): the same layers, BN, batch, schedule
+  and L2 term, float32, 2 threads;
 - float64 against float32.
-Timings vary +-25 % run to run on a shared machine; compare ratios within one run.
+Timings vary +-25 % run to run on a shared machine: read the ratios, not the seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -20,12 +23,15 @@ import numpy as np
 
 from kbn import NetworkConfig, TrainConfig
 from kbn.network import Network
+from kbn.schedule import cyclical_lr
 
 ARCHS = {"3-layer": [50, 50], "9-layer": [50, 30, 20, 10, 10, 10, 10, 10]}
+D, K, N_BATCH, LAM = 3072, 10, 100, 0.005
+N_ROWS = 10_000  # synthetic training rows the steps draw their batches from
 
 
-def best_of(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` timings of fn() (the least disturbed by other load)."""
+def best_of(fn, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` timings of fn(): the one least disturbed by other load."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -34,76 +40,146 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def steps_per_second(hidden, dtype, n_batch=100, d=3072, n_steps=300, repeats=3) -> float:
-    """Update steps per second (forward, backward, update) on random data of CIFAR shape."""
+def synthetic(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N_ROWS, D)).astype(dtype), rng.integers(0, K, N_ROWS)
+
+
+def batches(n_steps, seed=1):
+    """The same random mini-batch indices for every contender."""
+    rng = np.random.default_rng(seed)
+    return [rng.choice(N_ROWS, N_BATCH, replace=False) for _ in range(n_steps)]
+
+
+def kbn_steps_per_second(hidden, dtype, n_steps=400) -> float:
+    X, y = synthetic(dtype)
+    idx = batches(n_steps)
+    net = Network.create(NetworkConfig(hidden=hidden), D, K, np.random.default_rng(0), dtype)
+
+    def run():  # the body of kbn.trainer's loop
+        for t, i in enumerate(idx):
+            _, grads = net.loss_and_grads(X[i], y[i], LAM, update_averages=True)
+            eta = cyclical_lr(t, 1e-5, 1e-1, 2250)
+            for key, g in grads.items():
+                g *= eta
+                net.params[key] -= g
+
+    run()  # warm-up
+    return n_steps / best_of(run)
+
+
+def gemm_floor_seconds(hidden, dtype, n_steps=400, n_eval_rows=50_000) -> tuple[float, float]:
+    """(seconds per step, seconds per evaluation of n_eval_rows) spent in GEMMs alone.
+
+    A step does x W (every layer), x^T dS (every layer) and dS W^T (all but the first).
+    """
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((n_batch * 50, d)).astype(dtype)
-    y = rng.integers(0, 10, n_batch * 50)
-    net = Network.create(NetworkConfig(hidden=hidden), d, 10, rng, dtype)
+    sizes = [D, *hidden, K]
+    Ws = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+    xs = [rng.standard_normal((N_BATCH, a)).astype(dtype) for a in sizes[:-1]]
+    ds = [rng.standard_normal((N_BATCH, b)).astype(dtype) for b in sizes[1:]]
+    outs = [np.empty((N_BATCH, b), dtype) for b in sizes[1:]]
+    dWs = [np.empty_like(W) for W in Ws]
+    dxs = [np.empty((N_BATCH, a), dtype) for a in sizes[:-1]]
 
-    def run():
-        for t in range(n_steps):
-            j = (t % 50) * n_batch
-            _, _, grads = net.cost_and_grads(X[j:j + n_batch], y[j:j + n_batch], 0.005,
-                                             update_averages=True)
-            for k, g in grads.items():
-                net.params[k] -= 1e-3 * g
-
-    return n_steps / best_of(run, repeats)
-
-
-def gemm_floor_steps_per_second(m, dtype, n_batch=100, d=3072, n_steps=300, repeats=3) -> float:
-    """Steps/s if a step cost only its first layer's three GEMMs (x W, x^T dS; no dX)."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n_batch, d)).astype(dtype)
-    W = rng.standard_normal((d, m)).astype(dtype)
-    ds = rng.standard_normal((n_batch, m)).astype(dtype)
-    out, dW = np.empty((n_batch, m), dtype), np.empty((d, m), dtype)
-
-    def run():
+    def step_gemms():
         for _ in range(n_steps):
-            np.matmul(x, W, out=out)
-            np.matmul(x.T, ds, out=dW)
+            for l, W in enumerate(Ws):
+                np.matmul(xs[l], W, out=outs[l])
+                np.matmul(xs[l].T, ds[l], out=dWs[l])
+                if l:
+                    np.matmul(ds[l], W.T, out=dxs[l])
 
-    return n_steps / best_of(run, repeats)
+    block = 10_000  # kbn evaluates in blocks of this many rows
+    xe = [rng.standard_normal((block, a)).astype(dtype) for a in sizes[:-1]]
+    oe = [np.empty((block, b), dtype) for b in sizes[1:]]
+
+    def eval_gemms():
+        for l, W in enumerate(Ws):
+            np.matmul(xe[l], W, out=oe[l])
+
+    step_gemms()
+    per_step = best_of(step_gemms) / n_steps
+    per_eval = best_of(eval_gemms, 5) * n_eval_rows / block
+    return per_step, per_eval
+
+
+def torch_steps_per_second(hidden, n_steps=400, threads=2):
+    """The same network and update in PyTorch (float32, CPU); None if torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    X, y = synthetic(np.float32)
+    X, y = torch.from_numpy(X), torch.from_numpy(y)
+    idx = [torch.from_numpy(i) for i in batches(n_steps)]
+    mods, sizes = [], [D, *hidden]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        # momentum = 1 - alpha: torch weights the new batch by momentum
+        mods += [torch.nn.Linear(a, b), torch.nn.BatchNorm1d(b, eps=1e-8, momentum=0.2),
+                 torch.nn.ReLU()]
+    mods.append(torch.nn.Linear(sizes[-1], K))
+    model = torch.nn.Sequential(*mods)
+    weights = [m.weight for m in model if isinstance(m, torch.nn.Linear)]
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run():
+        for t, i in enumerate(idx):
+            eta = cyclical_lr(t, 1e-5, 1e-1, 2250)
+            loss = loss_fn(model(X[i]), y[i]) + LAM * sum((W * W).sum() for W in weights)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= eta * p.grad
+
+    run()
+    return n_steps / best_of(run)
 
 
 def full_recipe(hidden, dtype):
     from kbn.data import load_cifar10
     from kbn.trainer import fit
 
-    data = load_cifar10(dtype=np.dtype(dtype))
+    data = load_cifar10(dtype=np.dtype(dtype), progress=False)
     result = fit(NetworkConfig(hidden=hidden), TrainConfig(dtype=dtype), data)
     return result.wall_time, result.test_accuracy
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="also time full-recipe runs on the real data")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true",
+                        help="also time full-recipe runs on the real data (KBN_DATA_DIR or cache)")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, numpy {np.__version__}")
-    print(f"{'network':10s} {'dtype':8s} {'steps/s':>9s} {'GEMM floor':>11s} {'kbn/floor':>10s}")
-    rates = {}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
+    cfg = TrainConfig()
+    n_evals = cfg.n_cycles * cfg.evals_per_cycle
+    print(f"\nsteps/s, BN networks, batch {N_BATCH} (higher is better)")
+    print(f"{'network':9s} {'dtype':8s} {'kbn':>7s} {'floor':>7s} {'kbn/floor':>9s} "
+          f"{'torch':>7s} {'kbn/torch':>9s}")
+    floors = {}
     for name, hidden in ARCHS.items():
         for dtype in ("float32", "float64"):
-            rate = steps_per_second(hidden, np.dtype(dtype))
-            floor = gemm_floor_steps_per_second(hidden[0], np.dtype(dtype))
-            rates[name, dtype] = rate
-            print(f"{name:10s} {dtype:8s} {rate:9.0f} {floor:11.0f} {rate / floor:10.2f}")
-    for name in ARCHS:
-        print(f"{name}: float32 is {rates[name, 'float32'] / rates[name, 'float64']:.2f}x "
-              f"as fast as float64")
+            rate = kbn_steps_per_second(hidden, np.dtype(dtype))
+            per_step, per_eval = gemm_floor_seconds(hidden, np.dtype(dtype))
+            floors[name, dtype] = cfg.n_steps * per_step + n_evals * per_eval
+            torch_rate = torch_steps_per_second(hidden) if dtype == "float32" else None
+            t = f"{torch_rate:7.0f} {rate / torch_rate:9.2f}" if torch_rate else f"{'-':>7s} {'-':>9s}"
+            print(f"{name:9s} {dtype:8s} {rate:7.0f} {1 / per_step:7.0f} {rate * per_step:9.2f} {t}")
+    print(f"\nGEMM floor of the full recipe ({cfg.n_steps} steps + {n_evals} evaluations of "
+          f"50,000 images):")
+    for (name, dtype), seconds in floors.items():
+        print(f"  {name:9s} {dtype:8s} {seconds:6.1f} s")
     if args.full:
-        print("\nfull recipe (9,000 steps + 20 evaluations, real data):")
-        times = {}
+        print("\nfull recipe on the real data (wall time of kbn.fit, test accuracy):")
         for name, hidden in ARCHS.items():
             for dtype in ("float32", "float64"):
                 seconds, acc = full_recipe(hidden, dtype)
-                times[name, dtype] = seconds
-                print(f"{name:10s} {dtype:8s} {seconds:7.1f} s  test accuracy {acc:.4f}")
-        for name in ARCHS:
-            print(f"{name}: float64 run takes {times[name, 'float64'] / times[name, 'float32']:.2f}x "
-                  f"the float32 run")
+                print(f"  {name:9s} {dtype:8s} {seconds:6.1f} s = "
+                      f"{seconds / floors[name, dtype]:.2f}x the GEMM floor, test accuracy {acc:.4f}")
 
 
 if __name__ == "__main__":

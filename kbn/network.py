@@ -40,6 +40,16 @@ def init_params(config: NetworkConfig, d_in: int, n_classes: int,
     return params
 
 
+def parameter_keys(config: NetworkConfig) -> list[str]:
+    """The keys of ``init_params(config, ...)``, in order, without drawing anything."""
+    keys = []
+    for l in range(1, config.n_layers + 1):
+        keys += [f"W{l}", f"b{l}"]
+        if config.batch_norm and l < config.n_layers:
+            keys += [f"gamma{l}", f"beta{l}"]
+    return keys
+
+
 class Network:
     """Parameters, BN moving averages and the forward/backward passes of one MLP.
 
@@ -146,14 +156,22 @@ class Network:
         return float(sum(np.vdot(self.params[f"W{l}"], self.params[f"W{l}"])
                          for l in range(1, self.n_layers + 1)))
 
+    def loss_and_grads(self, X, y, lam: float, update_averages: bool = False):
+        """Training-mode loss (no L2 term) and the exact gradient of the *cost* on one batch.
+
+        X: (N, d), y: (N,) ints -> loss (float), grads (dict). The training loop uses
+        this: it needs the gradient every step but the L2 sum only when recording.
+        """
+        scores, caches = self.forward(X, train=True, update_averages=update_averages)
+        loss, dscores, _ = layers.softmax_cross_entropy(scores, y)
+        return loss, self.backward(dscores, caches, lam)
+
     def cost_and_grads(self, X, y, lam: float, update_averages: bool = False):
         """Training-mode cost and its exact gradient on one batch.
 
         X: (N, d), y: (N,) ints -> cost (float), loss (float), grads (dict).
         """
-        scores, caches = self.forward(X, train=True, update_averages=update_averages)
-        loss, dscores, _ = layers.softmax_cross_entropy(scores, y)
-        grads = self.backward(dscores, caches, lam)
+        loss, grads = self.loss_and_grads(X, y, lam, update_averages)
         return loss + lam * self.l2(), loss, grads
 
     def cost(self, X, y, lam: float, train: bool = False) -> float:

@@ -28,3 +28,15 @@ requires_real_data = pytest.mark.skipif(
     not os.environ.get("KBN_DATA_DIR"),
     reason="set KBN_DATA_DIR to the cifar-10-batches-py folder to run the real-data tests",
 )
+
+
+# CI runs the property tests on a fixed set of examples (no flaky runs); locally each run
+# explores new ones.
+try:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # hypothesis is a test extra; the property tests import it themselves
+    pass
