@@ -121,12 +121,35 @@ def fit(network_config: NetworkConfig, train_config: TrainConfig, data,
                   time.perf_counter() - t0, diverged_at, net)
 
 
+def pack(arrays: dict[str, np.ndarray], first: str = "W") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Copy ``arrays`` into one contiguous buffer; return it and a dict of views into it.
+
+    Keys starting with ``first`` come first, so they form one slice ``buffer[:n_first]``.
+    One buffer turns the per-parameter update into a couple of whole-array operations.
+    """
+    keys = sorted(arrays, key=lambda k: not k.startswith(first))  # stable: order kept
+    dtype = arrays[keys[0]].dtype
+    flat = np.empty(sum(a.size for a in arrays.values()), dtype=dtype)
+    views, start = {}, 0
+    for k in keys:
+        a = arrays[k]
+        views[k] = flat[start:start + a.size].reshape(a.shape)
+        views[k][...] = a
+        start += a.size
+    return flat, {k: views[k] for k in arrays}
+
+
 def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
     """The update loop. Returns the step at which the cost became non-finite, or None."""
-    params = net.params
     n = X.shape[0]
     to_record = set(record_steps(cfg).tolist())
     steps_per_epoch = n // cfg.n_batch  # the last incomplete batch of an epoch is dropped
+    # Parameters and gradients each live in one buffer (views keep the dict interface);
+    # the weights come first so the L2 decay is one slice.
+    theta, net.params = pack(net.params)
+    grad, grads = pack({k: np.empty_like(v) for k, v in net.params.items()})
+    n_w = sum(v.size for k, v in net.params.items() if k.startswith("W"))
+    weights = theta[:n_w]
     t = 0
     while t < cfg.n_steps:
         order = shuffle_rng.permutation(n)
@@ -134,13 +157,16 @@ def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
             idx = order[j * cfg.n_batch:(j + 1) * cfg.n_batch]
             # a gather per batch (not a shuffled copy of the whole epoch): measured faster,
             # and no second copy of the training set in memory
-            loss, grads = net.loss_and_grads(X[idx], y[idx], cfg.lam, update_averages=True)
+            loss, _ = net.loss_and_grads(X[idx], y[idx], 0.0, update_averages=True, out=grads)
             if not math.isfinite(loss):  # weights that blow up make the loss NaN/inf too
                 return t
             eta = cyclical_lr(t, cfg.eta_min, cfg.eta_max, cfg.n_s)
-            for key, g in grads.items():
-                g *= eta
-                params[key] -= g
+            # W <- W - eta (dW + 2 lam W) = (1 - 2 eta lam) W - eta dW: the L2 gradient is
+            # applied as a decay instead of being added into the gradient buffer
+            if cfg.lam:
+                weights *= 1.0 - 2.0 * eta * cfg.lam
+            grad *= eta
+            theta -= grad
             t += 1
             if t in to_record:
                 _record(history, net, t, t / steps_per_epoch, eta, X, y, Xv, yv, cfg.lam)

@@ -84,3 +84,42 @@ def test_three_layer_bn_learns_real_cifar10_in_one_short_cycle():
     result = fit(NetworkConfig(hidden=[50, 50], batch_norm=True), cfg, data)
     assert result.val_accuracy >= 0.40
     assert result.test_accuracy >= 0.40
+
+
+def test_fast_update_is_plain_gradient_descent_on_the_cost(toy_data):
+    """fit's packed-buffer update with L2 as weight decay must equal the textbook step
+    W <- W - eta * dCost/dW, computed here key by key from cost_and_grads (float64)."""
+    from kbn.network import Network
+
+    cfg = SHORT.replace(dtype="float64", n_s=30, lam=0.05, evals_per_cycle=1)
+    net_cfg = NetworkConfig(hidden=[12, 9])
+    result = fit(net_cfg, cfg, toy_data)
+
+    init_rng, shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)
+    X, y = toy_data.train.X, toy_data.train.y
+    net = Network.create(net_cfg, X.shape[1], 10, init_rng, np.float64)
+    t, n = 0, len(y)
+    while t < cfg.n_steps:
+        order = shuffle_rng.permutation(n)
+        for j in range(n // cfg.n_batch):
+            if t == cfg.n_steps:
+                break
+            idx = order[j * cfg.n_batch:(j + 1) * cfg.n_batch]
+            _, _, grads = net.cost_and_grads(X[idx], y[idx], cfg.lam, update_averages=True)
+            eta = cyclical_lr(t, cfg.eta_min, cfg.eta_max, cfg.n_s)
+            for key, g in grads.items():
+                net.params[key] -= eta * g
+            t += 1
+    for key in net.params:
+        np.testing.assert_allclose(result.network.params[key], net.params[key],
+                                   rtol=1e-9, atol=1e-12, err_msg=key)
+    for key in net.averages:
+        np.testing.assert_allclose(result.network.averages[key], net.averages[key], rtol=1e-9)
+
+
+def test_float32_and_float64_training_agree(toy_data):
+    net_cfg = NetworkConfig(hidden=[16, 16])
+    r32 = fit(net_cfg, SHORT.replace(dtype="float32"), toy_data)
+    r64 = fit(net_cfg, SHORT.replace(dtype="float64"), toy_data)
+    assert abs(r32.test_accuracy - r64.test_accuracy) <= 0.02
+    np.testing.assert_allclose(r32.history["train_loss"], r64.history["train_loss"], rtol=1e-3)
