@@ -80,3 +80,19 @@ def test_search_needs_a_validation_split(toy_data):
     toy_data.val.X, toy_data.val.y = toy_data.val.X[:0], toy_data.val.y[:0]
     with pytest.raises(ValueError, match="n_val > 0"):
         lambda_search(NetworkConfig(), TrainConfig(), toy_data)
+
+
+def test_run_hook_with_a_data_spec_trains_here_on_the_loaded_data(tmp_path):
+    try:
+        from trial_fixtures import tiny_data_spec
+    except ImportError:
+        from tests.trial_fixtures import tiny_data_spec
+    spec = tiny_data_spec(tmp_path)
+    seen = []
+
+    def run(network_config, train_config, data, progress=False, desc=None):
+        seen.append(data)
+        return Result(network_config, train_config, {}, 0.5, 0.5, 0.0)
+
+    lambda_search(NetworkConfig(), TrainConfig(), spec, SearchConfig(n_coarse=2, n_fine=1), run=run)
+    assert len(seen) == 3 and all(d is spec.load() for d in seen)
