@@ -22,5 +22,5 @@ test: $(STAMP)  ## the test suite (set KBN_DATA_DIR to include the real-data tes
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_training.py $(ARGS)
 
-clean:
-	rm -rf book/_build book/executed book/figures
+clean:  ## remove the report's outputs (jupyter-book writes _build/ beside _config.yml)
+	rm -rf _build book/_build book/executed book/figures

@@ -9,6 +9,13 @@ Where things are:
     kbn.trainer    fit(): the one training loop, returning a Result with its history
     kbn.search     lambda_search(): coarse-to-fine random search of the L2 weight
     kbn.config     NetworkConfig, TrainConfig, SearchConfig (frozen, validated)
+    kbn.runs       TrialSpec, DataSpec, run_trials(): many trainings, in parallel, cached
+    kbn.executors  serial, process-pool and Dask executors behind one interface
+    kbn.cache      ResultCache: finished trainings on disk, keyed by their full config
+    kbn.checkpoint save_network / load_network: trained models as .npz
+    kbn.experiments  the four experiments of the report; kbn.plots  their figures
+    kbn.report     runs the notebooks with papermill and builds the book
+    kbn.cli        the `kbn` command
 """
 
 __version__ = "0.1.0"
@@ -21,10 +28,15 @@ from .network import Network, init_params
 from .schedule import cyclical_lr
 from .search import SearchResult, lambda_search
 from .trainer import Result, fit
+from .cache import ResultCache
+from .checkpoint import load_network, save_network
+from .executors import get_executor
+from .runs import DataSpec, TrialSpec, run_trials
 
 __all__ = [
     "CIFAR10", "DataError", "Network", "NetworkConfig", "Result", "SearchConfig",
     "SearchResult", "Split", "TrainConfig", "check_gradients", "cyclical_lr", "fit",
     "init_params", "lambda_search", "load_cifar10", "numerical_gradients",
-    "relative_errors",
+    "relative_errors", "ResultCache", "load_network", "save_network", "get_executor",
+    "DataSpec", "TrialSpec", "run_trials",
 ]

@@ -348,7 +348,7 @@ def _trials_bar(enabled: bool, total: int, done: int, desc: str, executor):
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # console bar, as in kbn.trainer
     except ImportError:
         return None
     return tqdm(total=total, initial=done, desc=f"{desc} ({executor.describe()})",

@@ -77,7 +77,9 @@ def _progress_bar(enabled: bool, total: int, desc: str):
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm
+        # the console bar, also inside a notebook kernel: papermill shows it in the terminal,
+        # whereas a widget bar would be an empty box in the book
+        from tqdm import tqdm
     except ImportError:  # progress is a nicety, never a reason to fail
         return None
     return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)

@@ -1,0 +1,361 @@
+"""Fast checks of kbn.experiments on small synthetic data (no CIFAR-10 needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbn import NetworkConfig, SearchConfig, TrainConfig
+from kbn.experiments import bn_ablation as ab
+from kbn.experiments import common
+from kbn.experiments import gradient_check as gc
+from kbn.experiments import lambda_search as ls
+from kbn.experiments import sigma_sensitivity as ss
+from kbn.experiments import tables
+from kbn.experiments.reference import DESCRIPTION, REFERENCE
+
+TINY = TrainConfig(n_batch=50, n_s=10, n_cycles=1, evals_per_cycle=2, lam=1e-3)
+
+
+# ---------------------------------------------------------------- reference values
+def test_reference_values_are_the_original_reports():
+    assert REFERENCE["ablation_3_nobn"] == 52.95 and REFERENCE["ablation_3_bn"] == 53.14
+    assert REFERENCE["ablation_9_nobn"] == 44.02 and REFERENCE["ablation_9_bn"] == 51.75
+    assert REFERENCE["best_lambda"] == 3.2e-3 and REFERENCE["best_lambda_test"] == 54.15
+    assert REFERENCE["sigma_1e-4_nobn"] == 10.0 and REFERENCE["sigma_1e-4_bn"] == 53.0
+    assert set(DESCRIPTION) == set(REFERENCE)
+
+
+# ---------------------------------------------------------------- tables
+def test_mean_std_matches_numpy_and_counts_diverged():
+    runs = pd.DataFrame({"arch": ["a", "a", "a", "b", "b", "c"],
+                         "bn": [True, True, True, False, False, True],
+                         "test_accuracy": [50.0, 52.0, 57.0, 40.0, np.nan, 30.0]})
+    s = tables.mean_std(runs, ["arch", "bn"])
+    assert list(s["arch"]) == ["a", "b", "c"]  # group order kept
+    a = s.iloc[0]
+    assert a["mean"] == pytest.approx(np.mean([50, 52, 57]))
+    assert a["std"] == pytest.approx(np.std([50, 52, 57], ddof=1))
+    assert a["n"] == 3 and a["n_diverged"] == 0
+    b = s.iloc[1]
+    assert b["mean"] == 40.0 and b["n"] == 1 and b["n_diverged"] == 1 and math.isnan(b["std"])
+    assert math.isnan(s.iloc[2]["std"])  # one run: the spread is unknown, not zero
+
+
+def test_format_pm():
+    assert tables.format_pm(53.617, 0.4512, 3) == "53.62 ± 0.45"
+    assert tables.format_pm(53.617, float("nan"), 1) == "53.62 (1 run)"
+    assert tables.format_pm(float("nan"), float("nan"), 0) == "diverged"
+
+
+def test_t_quantiles():
+    assert tables.t975(2) == pytest.approx(4.303) and tables.t975(2.9) == pytest.approx(4.303)
+    assert tables.t975(45) == pytest.approx(2.021) and tables.t975(1000) == 1.96
+    assert math.isnan(tables.t975(0.5)) and math.isnan(tables.t975(float("nan")))
+
+
+def test_compare_uses_a_prediction_interval():
+    # one new run vs the mean of n: half-width t(n-1) * s * sqrt(1 + 1/n)
+    thr = tables.noise_threshold(0.5, 3)
+    assert thr == pytest.approx(4.303 * 0.5 * math.sqrt(1 + 1 / 3))
+    assert tables.noise_threshold(0.5, 1, dof=2) == pytest.approx(4.303 * 0.5 * math.sqrt(2))
+    inside = tables.compare(53.6, 53.14, 0.5, 3)
+    assert inside["within"] is True and inside["diff"] == pytest.approx(0.46)
+    assert inside["verdict"].startswith("within run-to-run noise")
+    outside = tables.compare(47.1, 44.02, 0.3, 3)
+    assert outside["within"] is False and outside["verdict"].startswith("outside")
+    single = tables.compare(50.0, 53.0, float("nan"), 1)
+    assert single["within"] is None and "not measured" in single["verdict"]
+    assert tables.compare(50.0, 53.0, 0.5, 1)["within"] is None  # 1 run: no dof of its own
+    diverged = tables.compare(float("nan"), 53.0, 0.5, 3)
+    assert diverged["within"] is False and "diverged" in diverged["verdict"]
+
+
+def test_difference_of_means_welch():
+    d = tables.difference_of_means(51.4, 0.5, 3, 46.1, 3.4, 3)
+    se = math.sqrt(0.5 ** 2 / 3 + 3.4 ** 2 / 3)
+    assert d["diff"] == pytest.approx(5.3) and d["std_error"] == pytest.approx(se)
+    assert d["beyond_noise"] is False  # dof ~ 2: t ~ 4.3, threshold ~ 8.5 points
+    assert tables.difference_of_means(53.6, 0.2, 3, 53.0, 0.1, 3)["beyond_noise"] is True
+    assert tables.difference_of_means(1, 0.1, 1, 0, 0.1, 3)["beyond_noise"] is None
+
+
+# ---------------------------------------------------------------- common
+def test_to_jsonable_and_results_roundtrip(tmp_path):
+    payload = {"a": np.float32(1.5), "b": np.int64(3), "c": float("nan"), "d": np.arange(3),
+               "e": pd.DataFrame({"x": [1.0, np.nan]}), "cfg": TrainConfig(),
+               "net": NetworkConfig(hidden=(5,)), "flag": np.bool_(True), "p": tmp_path}
+    path = common.write_results(tmp_path, "x", payload)
+    back = json.loads(path.read_text())  # strict JSON: NaN became null
+    assert back["a"] == 1.5 and back["b"] == 3 and back["c"] is None and back["d"] == [0, 1, 2]
+    assert back["e"] == [{"x": 1.0}, {"x": None}]
+    assert TrainConfig.from_dict(back["cfg"]) == TrainConfig()
+    assert back["net"]["hidden"] == [5] and back["flag"] is True
+    assert common.read_results(tmp_path, "x") == back
+    assert common.read_results(tmp_path, "missing") is None
+
+
+def test_train_config_smoke_and_overrides():
+    full = common.train_config({"lam": 0.01})
+    assert full == TrainConfig(lam=0.01)
+    smoke = common.train_config({"lam": 0.01}, smoke=True)
+    assert smoke.lam == 0.01 and smoke.n_steps < full.n_steps / 50
+    with pytest.raises(ValueError, match="unknown"):
+        common.train_config({"lambda": 0.01})
+
+
+def test_resolve_dirs_creates_given_folders(tmp_path):
+    fig, res = common.resolve_dirs(tmp_path / "f", tmp_path / "r")
+    assert fig.is_dir() and res.is_dir() and fig.is_absolute()
+
+
+def test_plain_converts_numpy_scalars():
+    assert type(common.plain(np.float64(1.0))) is float
+    assert type(common.plain(np.int32(2))) is int
+    assert common.plain("x") == "x"
+
+
+# ---------------------------------------------------------------- gradient check
+@pytest.fixture
+def check_data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((12, 6)), rng.integers(0, 10, 12)
+
+
+def test_gradient_check_rows_and_zero_gradient_flags(check_data):
+    X, y = check_data
+    df = gc.gradient_check([8, 7], True, X, y, lam=0.01, seed=1)
+    # W, b, gamma, beta for the 2 hidden layers, W, b for the output layer, in layer order
+    assert list(df["key"]) == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2",
+                               "W3", "b3"]
+    assert list(df["shape"][:2]) == ["6x8", "8"]
+    flagged = df[df["zero_gradient"]]
+    assert list(flagged["key"]) == ["b1", "b2"]  # hidden biases under BN, never the output bias
+    assert (flagged["note"] == gc.ZERO_GRAD_NOTE).all()
+    assert (flagged["max_abs_gradient"] < gc.ZERO_GRAD_TOL).all()
+    live = df[~df["zero_gradient"]]
+    assert (live["max_abs_error"] < 1e-7).all()
+    no_bn = gc.gradient_check([8, 7], False, X, y, lam=0.01, seed=1)
+    assert len(no_bn) == 6 and not no_bn["zero_gradient"].any()
+
+
+def test_gradient_check_grid_summary_and_display(check_data):
+    X, y = check_data
+    archs = {"2-layer": [5], "3-layer": [5, 4]}
+    grid = gc.gradient_check_grid(archs, X, y, lam=0.01)
+    s = gc.summary(grid)
+    assert len(s) == 4 and list(s["batch_norm"]) == [False, True, False, True]
+    assert list(s["n_zero_gradient"]) == [0, 1, 0, 2]
+    assert (s["kink_margin"] >= 0).all()  # 0: a sample whose layer-1 units are all off
+    t = gc.display_table(grid, "3-layer")
+    assert list(t.columns) == ["BN", "layer", "parameter", "shape", "max rel. error",
+                               "max abs. error", "max |gradient|", "note"]
+    assert len(t) == 6 + 10 and t["parameter"].iloc[0] == "W1"
+    again = gc.recheck(grid, archs, X, y, lam=0.01, h=1e-6)
+    assert set(again.columns) >= {"architecture", "max_rel_error"}
+
+
+# ---------------------------------------------------------------- BN ablation
+def test_ablation_runs_summary_and_table(toy_data):
+    archs = {"3-layer": [8, 8], "4-layer": [8, 6, 6]}
+    runs, results = ab.run_ablation(toy_data, archs, [0, 1], TINY)
+    assert len(runs) == len(results) == 2 * 2 * 2
+    assert set(runs.columns) >= {"architecture", "n_layers", "batch_norm", "seed",
+                                 "test_accuracy", "val_accuracy", "wall_time", "diverged"}
+    assert runs["test_accuracy"].between(0, 100).all()
+    s = ab.summarise(runs)
+    assert len(s) == 4 and (s["n"] == 2).all()
+    one = runs[(runs["architecture"] == "3-layer") & runs["batch_norm"]]["test_accuracy"]
+    row = s[(s["architecture"] == "3-layer") & s["batch_norm"]].iloc[0]
+    assert row["mean"] == pytest.approx(one.mean()) and row["std"] == pytest.approx(one.std(ddof=1))
+    assert row["reference"] == REFERENCE["ablation_3_bn"]
+    assert s[s["architecture"] == "4-layer"]["reference"].isna().all()
+    t = ab.display_table(s)
+    assert list(t["network"]) == ["3-layer", "4-layer"]
+    assert list(t.columns) == ["network", "no BN: ours (%)", "no BN: original (%)",
+                               "BN: ours (%)", "BN: original (%)", "BN gain (points)"]
+    assert "±" in t.iloc[0]["BN: ours (%)"]
+    assert set(ab.comparisons(s)) == {"ablation_3_nobn", "ablation_3_bn"}
+    g = ab.bn_gain(s, "3-layer")
+    assert g["gain"] == pytest.approx(row["mean"] - s.iloc[0]["mean"])
+    h = ab.histories(runs, results, "4-layer")
+    assert set(h) == {"no BN", "BN"} and len(h["BN"]) == 2 and "val_loss" in h["BN"][0]
+
+
+# ---------------------------------------------------------------- lambda search
+def test_lambda_search_tables_choose_on_validation(toy_data):
+    search = ls.run_search(toy_data, NetworkConfig(hidden=(8,)), TINY,
+                           SearchConfig(n_coarse=3, n_fine=2, seed=1))
+    trials = ls.trials_table(search)
+    assert list(trials["stage"]) == ["coarse"] * 3 + ["fine"] * 2
+    assert list(trials["trial"]) == [1, 2, 3, 1, 2]
+    assert trials["chosen"].sum() == 1
+    chosen = trials[trials["chosen"]].iloc[0]
+    assert chosen["val_accuracy"] == trials["val_accuracy"].max()
+    assert chosen["lambda"] == search.best.lam
+    coarse = ls.stage_table(trials, "coarse")
+    assert len(coarse) == 3 and list(coarse.columns)[:2] == ["lambda", "log10 lambda"]
+    lams = [float(v) for v in coarse["lambda"]]
+    assert lams == sorted(lams)
+    rng = ls.search_range(search)
+    assert rng["coarse_range"] == [-5.0, -1.0] and len(rng["fine_range"]) == 2
+    final = ls.confirm(toy_data, NetworkConfig(hidden=(8,)), TINY, search.best.lam, [0, 1],
+                       search.best.result)
+    assert list(final["seed"]) == [0, 1]
+    assert final.iloc[0]["test_accuracy"] == pytest.approx(100 * search.best.result.test_accuracy)
+
+
+def test_chosen_lambda_reads_results_or_falls_back(tmp_path):
+    assert ls.chosen_lambda(tmp_path, 0.005) == (0.005, "the default (no λ-search results found)")
+    common.write_results(tmp_path, ls.RESULTS_NAME, {"smoke": False, "best": {"lambda": 0.0031}})
+    lam, source = ls.chosen_lambda(tmp_path, 0.005)
+    assert lam == 0.0031 and "validation" in source
+
+
+# ---------------------------------------------------------------- sigma sensitivity
+def test_sigma_grid_tables(toy_data):
+    inits = ss.inits([1e-1, 1e-4], ["he"])
+    assert [ss.init_label(**i) for i in inits] == ["σ = 1e-01", "σ = 1e-04", "He"]
+    runs, results = ss.run_sigma_grid(toy_data, {"3-layer": [8, 8]}, inits, [0], TINY)
+    assert len(runs) == 3 * 2
+    s = ss.summarise(runs)
+    t = ss.display_table(s)
+    assert list(t["initialisation"]) == ["σ = 1e-01", "σ = 1e-04", "He"]
+    assert list(t.columns) == ["initialisation", "3-layer, no BN", "3-layer, BN"]
+    comps = ss.comparisons(s, "3-layer", noise={False: (0.4, 3), True: (0.5, 3)})
+    assert set(comps) == {"sigma_1e-4_nobn", "sigma_1e-4_bn"}
+    assert comps["sigma_1e-4_bn"]["ref"] == REFERENCE["sigma_1e-4_bn"]
+    assert "BN-ablation" in comps["sigma_1e-4_bn"]["verdict"]  # borrowed spread is named
+    h = ss.histories(runs, results, "3-layer")
+    assert list(h) == ["σ = 1e-01", "σ = 1e-04", "He"] and set(h["He"]) == {"no BN", "BN"}
+
+
+def _summary(sigma01, he):
+    rows = [("9-layer", "σ = 1e-01", sigma01), ("9-layer", "He", he), ("9-layer", "Xavier", 35.0)]
+    return pd.DataFrame([{"architecture": a, "initialisation": i, "batch_norm": False,
+                          "mean": m, "std": np.nan, "n": 1} for a, i, m in rows])
+
+
+def test_deep_sigma_claim_verdicts():
+    at_chance = ss.deep_sigma_claim(_summary(10.0, 47.0))
+    assert at_chance["near_chance"] and "cannot have produced" in at_chance["verdict"]
+    assert at_chance["reference"] == REFERENCE["ablation_9_nobn"]
+    assert at_chance["he_nobn"] == 47.0 and at_chance["xavier_nobn"] == 35.0
+    trained = ss.deep_sigma_claim(_summary(44.5, 47.0))
+    assert not trained["near_chance"] and "close to" in trained["verdict"]
+
+
+# ---------------------------------------------------------------- glued values
+def test_gradient_check_key_values(check_data):
+    X, y = check_data
+    archs = {"3-layer": [6, 5]}
+    grid = gc.gradient_check_grid(archs, X, y, lam=0.01)
+    s = gc.summary(grid)
+    v = gc.key_values(grid, s, gc.recheck(grid, archs, X, y, lam=0.01), h=1e-5)
+    assert v["gc_n_zero"] == 2 and v["gc_zero_max_abs_gradient"] < gc.ZERO_GRAD_TOL
+    assert v["gc_worst_abs"] < 1e-6 or v["gc_n_near_kink"] > 0
+    assert "kink" in v["gc_kink_note"]
+
+
+def test_ablation_key_values(toy_data):
+    archs = {"3-layer": [8, 8], "9-layer": [6] * 8}
+    runs, _ = ab.run_ablation(toy_data, archs, [0, 1], TINY)
+    v = ab.key_values(ab.summarise(runs), archs, [0, 1])
+    for key in ("ablation_3_nobn", "ablation_3_bn", "ablation_9_nobn", "ablation_9_bn"):
+        assert v[f"{key}_ref"] == REFERENCE[key]
+        assert v[f"{key}_diff"] == pytest.approx(v[f"{key}_ours"] - REFERENCE[key])
+        assert v[f"{key}_spread"].endswith("over 2 seeds") and isinstance(v[f"{key}_verdict"], str)
+    assert v["gain_9_ref"] == pytest.approx(51.75 - 44.02)
+    assert v["gain_9"] == pytest.approx(v["ablation_9_bn_ours"] - v["ablation_9_nobn_ours"])
+    assert "depth_verdict" in v and v["n_seeds"] == 2 and v["seeds_text"] == "0, 1"
+
+
+def test_lambda_key_values(toy_data):
+    net = NetworkConfig(hidden=(8,))
+    search = ls.run_search(toy_data, net, TINY, SearchConfig(n_coarse=3, n_fine=2))
+    trials = ls.trials_table(search)
+    final = ls.confirm(toy_data, net, TINY, search.best.lam, [0, 1], search.best.result)
+    v = ls.key_values(search, trials, final)
+    assert v["best_lambda"] == search.best.lam and v["n_coarse"] == 3 and v["n_fine"] == 2
+    assert v["best_lambda_ref"] == REFERENCE["best_lambda"]
+    assert v["best_lambda_test_ref"] == REFERENCE["best_lambda_test"]
+    assert v["final_test_mean"] == pytest.approx(final["test_accuracy"].mean())
+    assert v["best_lambda_log10_ratio"] == pytest.approx(math.log10(search.best.lam / 3.2e-3))
+    assert "fine-search range" in v["best_lambda_verdict"] and v["flatness_note"]
+
+
+def test_sigma_key_values_and_ablation_noise(toy_data):
+    archs = {"3-layer": [8, 8], "9-layer": [6] * 8}
+    runs, _ = ss.run_sigma_grid(toy_data, archs, ss.inits([1e-1, 1e-4], ["he", "xavier"]), [0], TINY)
+    saved = {"summary": [{"architecture": "3-layer", "batch_norm": True, "std": 0.5, "n": 3},
+                         {"architecture": "3-layer", "batch_norm": False, "std": 0.4, "n": 3},
+                         {"architecture": "9-layer", "batch_norm": True, "std": 9.0, "n": 3}]}
+    noise = ss.ablation_noise(saved)
+    assert noise == {True: (0.5, 3), False: (0.4, 3)} and ss.ablation_noise(None) == {}
+    v = ss.key_values(ss.summarise(runs), [0], 0.003, "test", noise)
+    assert v["sigma_1e-4_bn_ref"] == 53.0 and v["sigma_1e-4_nobn_ref"] == 10.0
+    assert v["sigma_1e-4_bn_spread"] == "1 run" and "noise" in v["sigma_1e-4_bn_verdict"]
+    assert v["deep_ref"] == 44.02
+    assert v["deep_diff"] == pytest.approx(v["deep_sigma01_nobn"] - 44.02)
+    assert v["seeds_note"] == "one run per cell, seed 0" and v["lam_used"] == 0.003
+
+
+def test_recipe_table_and_run_note(toy_data):
+    t = common.recipe_table(TrainConfig(), toy_data)
+    assert list(t.columns) == ["setting", "value"]
+    d = dict(zip(t["setting"], t["value"]))
+    assert d["batch size"] == "100" and d["L2 weight λ"] == "0.005" and d["images"].startswith("1,000 train")
+    assert d["half-cycle n_s"] == "2250 update steps" and d["initialisation"].startswith("He")
+    assert common.run_note(True, toy_data, 1.0).startswith("SMOKE RUN on 1,000")
+    assert common.run_note(False, toy_data, 12.3, "x") == "full run on 1,000 training images, x, 12 s"
+
+
+def _ablation_summary(m3, s3, m9, s9, n=3):
+    rows = []
+    for k, (mn, sd) in ((3, (m3, s3)), (9, (m9, s9))):
+        for bn in (False, True):
+            rows.append({"architecture": f"{k}-layer", "n_layers": k, "batch_norm": bn,
+                         "mean": mn[bn], "std": sd[bn], "n": n, "n_diverged": 0})
+    return pd.DataFrame(rows)
+
+
+def test_depth_verdict_cases():
+    clear = _ablation_summary({False: 53.0, True: 53.6}, {False: 0.2, True: 0.2},
+                              {False: 46.0, True: 51.4}, {False: 0.4, True: 0.5})
+    v = ab.key_values(clear, {"3-layer": [50, 50], "9-layer": [50] * 8}, [0, 1, 2])
+    assert v["depth_verdict"].startswith("BN matters more for the deeper network")
+    noisy = _ablation_summary({False: 53.0, True: 53.6}, {False: 0.2, True: 0.2},
+                              {False: 46.1, True: 51.4}, {False: 3.4, True: 0.5})
+    v = ab.key_values(noisy, {"3-layer": [50, 50], "9-layer": [50] * 8}, [0, 1, 2])
+    assert "not beyond run-to-run noise" in v["depth_verdict"]
+    assert "much less dependent on the seed" in v["depth_verdict"]
+
+
+def test_runs_through_kbn_runs_with_a_cache(tmp_path):
+    """With a DataSpec the grid goes through kbn.runs.run_trials; a cache serves repeats."""
+    from cifar_fixtures import md5_table, write_tiny_cifar10
+
+    from kbn.runs import DataSpec
+
+    folder = write_tiny_cifar10(tmp_path, n_per_batch=20)
+    spec = DataSpec(data_dir=str(folder), n_val=20, expected_md5=md5_table(folder))
+    archs = {"3-layer": [8, 8]}
+    cfg = TINY.replace(n_batch=20)
+    runs, results = ab.run_ablation(spec, archs, [0, 1], cfg, executor="serial",
+                                    cache=tmp_path / "cache")
+    assert len(runs) == 4 and all(r.network is None for r in results)
+    again, _ = ab.run_ablation(spec, archs, [0, 1], cfg, executor="serial", cache=tmp_path / "cache")
+    pd.testing.assert_frame_equal(runs, again)  # served from the cache: same wall times too
+    loaded, _ = ab.run_ablation(spec.load(), archs, [0, 1], cfg)  # loaded data: in this process
+    assert list(loaded["test_accuracy"]) == list(runs["test_accuracy"])
+    with pytest.raises(ValueError, match="DataSpec"):
+        ab.run_ablation(spec.load(), archs, [0], cfg, executor="serial")
+
+
+def test_data_spec_smoke_subset():
+    assert common.data_spec(smoke=True).subset == common.SMOKE_SUBSET
+    assert common.data_spec("/x").data_dir == "/x" and common.data_spec().subset is None
