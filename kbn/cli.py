@@ -133,10 +133,24 @@ def cmd_train(args) -> int:
 
     net_cfg, train_cfg = _network_config(args), _train_config(args)
     out = writable_folder(args.out)
-    data = _load_data(args, train_cfg.dtype)
-    print(f"training {net_cfg.describe()}, {train_cfg.n_steps} steps of {train_cfg.n_batch} "
-          f"on {len(data.train.y)} images", file=sys.stderr)
-    result = fit(net_cfg, train_cfg, data, progress=not args.quiet)
+    if args.executor in (None, "serial"):  # here, with a live progress bar
+        data = _load_data(args, train_cfg.dtype)
+        checksum = data.checksum
+        print(f"training {net_cfg.describe()}, {train_cfg.n_steps} steps of {train_cfg.n_batch} "
+              f"on {len(data.train.y)} images", file=sys.stderr)
+        result = fit(net_cfg, train_cfg, data, progress=not args.quiet)
+    else:  # in a worker process or on a Dask cluster; the weights come back with the result
+        from functools import partial
+
+        from .executors import get_executor
+        from .runs import DataSpec, TrialSpec, run_trial
+
+        spec = TrialSpec(net_cfg, train_cfg, DataSpec(args.data_dir, n_val=args.n_val,
+                                                      subset=args.subset, dtype=train_cfg.dtype))
+        checksum = spec.data.checksum()
+        with get_executor(args.executor) as executor:
+            print(f"training {net_cfg.describe()} on {executor.describe()}", file=sys.stderr)
+            [(_, result)] = executor.map_unordered(partial(run_trial, keep_network=True), [spec])
     _write_json(out / "result.json", result.to_dict())
     with open(out / "history.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -148,7 +162,7 @@ def cmd_train(args) -> int:
         return EXIT_ERROR
     save_figure(training_curves({net_cfg.describe(): [result.history]}), out / "curves.png")
     save_network(result.network, out / "model.npz", train_cfg,
-                 extra={"test_accuracy": result.test_accuracy, "data_checksum": data.checksum})
+                 extra={"test_accuracy": result.test_accuracy, "data_checksum": checksum})
     print(f"test accuracy {100 * result.test_accuracy:.2f} % (validation "
           f"{100 * result.val_accuracy:.2f} %) in {result.wall_time:.1f} s")
     print(f"wrote {out / 'model.npz'}, {out / 'history.csv'}, {out / 'curves.png'}, "
@@ -269,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(p)
     _add_recipe_options(p)
     _add_data_options(p)
+    p.add_argument("--executor", default=None,
+                   help="where to train: serial (here, the default), process, or a Dask "
+                        "scheduler address tcp://host:port")
     p.add_argument("--out", default="runs/train", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

@@ -174,3 +174,15 @@ def test_search_interrupted_then_resumed(tmp_path):
     assert len(after) == 4
     assert all(after[name] == mtime for name, mtime in kept.items())  # not trained again
     assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == 5
+
+
+@requires_real_data
+def test_train_on_a_worker_process_gives_the_same_model(tmp_path):
+    here = kbn("train", *TINY_RUN, "--out", tmp_path / "here")
+    pool = kbn("train", *TINY_RUN, "--executor", "process:1", "--out", tmp_path / "pool")
+    assert here.returncode == 0 and pool.returncode == 0, pool.stderr
+    assert "ProcessExecutor" in pool.stderr or "process" in pool.stderr
+    acc = [re.search(r"test accuracy (\d+\.\d+) %", o.stdout).group(1) for o in (here, pool)]
+    assert acc[0] == acc[1]
+    ev = kbn("evaluate", tmp_path / "pool" / "model.npz", "--subset", "1000")
+    assert re.search(r"test accuracy (\d+\.\d+) %", ev.stdout).group(1) == acc[0]
