@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,12 +18,9 @@ import numpy as np
 
 from . import __version__
 from .config import NetworkConfig, SearchConfig, TrainConfig
+from .folders import writable_folder as _writable_folder
 
 EXIT_ERROR, EXIT_CHECK_FAILED, EXIT_INTERRUPTED = 1, 3, 130
-
-
-class UsageError(Exception):
-    """Bad input found before any work started: the message says what to do."""
 
 
 # ------------------------------------------------------------------ options shared by commands
@@ -106,17 +102,8 @@ def _load_data(args, dtype="float32"):
                         subset=args.subset)
 
 
-def writable_folder(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove we can write there, before any training starts."""
-    folder = Path(path).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kbn-write-test-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write to output folder {folder} ({exc.strerror or exc}); "
-                         "choose another with --out") from None
-    return folder
+def writable_folder(path) -> Path:
+    return _writable_folder(path, hint="choose another with --out")
 
 
 def _write_json(path: Path, payload) -> None:

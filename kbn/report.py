@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .folders import UnwritableFolderError, writable_folder
+
 NOTEBOOKS = ("01_gradient_check", "02_bn_ablation", "03_lambda_search", "04_sigma_sensitivity")
 KERNEL = "python3"
 
@@ -223,6 +225,13 @@ def run(smoke: bool = False, data_dir: str | None = None, only: Sequence[str] | 
         cache = str(paths.cache)
     names = select(only)
     check_kernel()
+    # every folder the run writes, checked before the first notebook starts
+    for folder in (paths.executed, paths.figures, paths.results, paths.html.parent,
+                   *([Path(cache)] if cache else [])):
+        try:
+            writable_folder(folder, hint="make it writable, or build elsewhere with --root")
+        except UnwritableFolderError as exc:
+            raise ReportError(str(exc)) from None
     params = notebook_parameters(paths, smoke, data_dir, executor, cache or None)
     t0 = time.perf_counter()
     for i, name in enumerate(names, start=1):

@@ -181,3 +181,13 @@ def test_papermill_cli_runs_one_notebook(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "fig" / "03_accuracy_vs_lambda.png").is_file()
     assert json.loads((tmp_path / "res" / "03_lambda_search.json").read_text())["best"]["lambda"] > 0
+
+
+def test_unwritable_build_folder_is_refused_before_any_notebook_runs(tmp_path):
+    from kbn.report import Paths, ReportError, run
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "book").write_text("a file where the book folder should be")
+    with pytest.raises(ReportError, match="cannot write to output folder"):
+        run(smoke=True, paths=Paths(root, tmp_path / "notebooks"))
