@@ -42,12 +42,25 @@ def test_analytic_gradients_match_numerical(hidden, batch_norm, n, d, k, lam, se
             net.params[key] += 0.3 * rng.standard_normal(net.params[key].shape)
         assume(well_conditioned(net, X))
     _, _, ga = net.cost_and_grads(X, y, lam)
-    gn = numerical_gradients(net, X, y, lam)
+    assert not failing_keys(ga, numerical_gradients(net, X, y, lam, h=1e-5)) or \
+        not failing_keys(ga, numerical_gradients(net, X, y, lam, h=1e-6))
+
+
+def failing_keys(ga, gn) -> list:
+    """Parameters whose analytic and numerical gradients disagree.
+
+    Entries whose true gradient is ~0 (BN-cancelled biases) make the relative error 0/0;
+    there the absolute difference must be at rounding level. A strongly curved cost (BN
+    over 2-3 samples) can give a truncation error O(h^2) above tolerance at h = 1e-5; the
+    caller then retries with h = 1e-6, where a truncation error shrinks ~100x and a wrong
+    gradient does not.
+    """
+    bad = []
     for key, err in relative_errors(ga, gn).items():
-        # Entries whose true gradient is ~0 (BN-cancelled biases) make the relative error
-        # 0/0; there the absolute difference must be at rounding level.
         abs_err = np.abs(ga[key] - gn[key]).max()
-        assert err < 1e-5 or abs_err < 1e-8, (key, err, abs_err, parameter_label(key))
+        if not (err < 1e-5 or abs_err < 1e-8):
+            bad.append((key, err, abs_err, parameter_label(key)))
+    return bad
 
 
 @settings(max_examples=50, deadline=None)
