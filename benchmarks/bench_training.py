@@ -22,7 +22,6 @@ import time
 import numpy as np
 
 from kbn import NetworkConfig, TrainConfig
-from kbn.network import Network
 from kbn.schedule import cyclical_lr
 
 ARCHS = {"3-layer": [50, 50], "9-layer": [50, 30, 20, 10, 10, 10, 10, 10]}

@@ -1,8 +1,6 @@
 """The smoke build of the book, shared by the report and HTML tests (and a browser test).
 
-Use in a test module::
-
-    from book_fixtures import built_book  # noqa: F401  (the fixture)
+conftest.py registers this module as a plugin, so a test just asks for the fixture::
 
     def test_something(built_book):
         index = built_book.html / "index.html"

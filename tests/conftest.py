@@ -6,6 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+# the session-scoped smoke build of the book (fixture ``built_book``), for every test module
+pytest_plugins = ["book_fixtures"]
+
 
 def make_blobs(n: int, d: int, k: int, rng: np.random.Generator, spread: float = 1.5):
     """k Gaussian clusters in d dimensions; returns X (n, d) float64, y (n,) int64."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
-from book_fixtures import PAGES, built_book  # noqa: F401  (fixture)
+from book_fixtures import PAGES
 
 # tables (rendered DataFrames and Markdown tables) and figures expected on each page
 EXPECTED = {

@@ -14,7 +14,7 @@ import tempfile
 import threading
 
 import pytest
-from book_fixtures import PAGES, built_book  # noqa: F401  (fixture)
+from book_fixtures import PAGES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

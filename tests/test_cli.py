@@ -89,7 +89,6 @@ def test_verbose_shows_the_traceback(tmp_path):
 def test_unwritable_output_folder_is_refused_before_training(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    start = time.perf_counter()
     out = kbn("train", *TINY_RUN, "--out", blocker / "sub")
     assert out.returncode == 1
     assert "cannot write to output folder" in out.stderr and "--out" in out.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from book_fixtures import CHAPTERS, PROJECT, built_book  # noqa: F401  (fixture)
+from book_fixtures import CHAPTERS, PROJECT
 
 from kbn import TrainConfig
 from kbn import report
