@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from kbn import NetworkConfig, TrainConfig
+from kbn.network import EVAL_BLOCK
 from kbn.schedule import cyclical_lr
 
 ARCHS = {"3-layer": [50, 50], "9-layer": [50, 30, 20, 10, 10, 10, 10, 10]}
@@ -29,14 +30,15 @@ D, K, N_BATCH, LAM = 3072, 10, 100, 0.005
 N_ROWS = 10_000  # synthetic training rows the steps draw their batches from
 
 
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def best_of(fn, repeats: int = 3) -> float:
     """Fastest of ``repeats`` timings of fn(): the one least disturbed by other load."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timed(fn) for _ in range(repeats))
 
 
 def synthetic(dtype, seed=0):
@@ -50,9 +52,9 @@ def batches(n_steps, seed=1):
     return [rng.choice(N_ROWS, N_BATCH, replace=False) for _ in range(n_steps)]
 
 
-def kbn_steps_per_second(hidden, dtype, n_steps=600) -> float:
-    """Update steps per second of kbn.fit itself (its packed update, one final evaluation
-    of the 10,000 synthetic rows, which costs about as much as 20 steps)."""
+def kbn_run(hidden, dtype, n_steps=600):
+    """A function timing one kbn.fit of n_steps on synthetic data: seconds per step (its
+    packed update and one final evaluation of the 10,000 rows, ~20 steps' worth)."""
     from types import SimpleNamespace as NS
 
     from kbn.trainer import fit
@@ -63,11 +65,12 @@ def kbn_steps_per_second(hidden, dtype, n_steps=600) -> float:
     cfg = TrainConfig(n_s=n_steps // 2, n_cycles=1, evals_per_cycle=1, dtype=np.dtype(dtype).name)
     net = NetworkConfig(hidden=hidden)
     fit(net, cfg.replace(n_s=20), data)  # warm-up
-    return n_steps / best_of(lambda: fit(net, cfg, data))
+    return lambda: timed(lambda: fit(net, cfg, data)) / n_steps
 
 
-def gemm_floor_seconds(hidden, dtype, n_steps=400, n_eval_rows=50_000) -> tuple[float, float]:
-    """(seconds per step, seconds per evaluation of n_eval_rows) spent in GEMMs alone.
+def gemm_floor_run(hidden, dtype, n_steps=400, n_eval_rows=50_000):
+    """A function timing the GEMMs alone: (seconds per step, seconds per evaluation of
+    n_eval_rows), each the fastest of a few timings.
 
     A step does x W (every layer), x^T dS (every layer) and dS W^T (all but the first).
     """
@@ -88,7 +91,7 @@ def gemm_floor_seconds(hidden, dtype, n_steps=400, n_eval_rows=50_000) -> tuple[
                 if l:
                     np.matmul(ds[l], W.T, out=dxs[l])
 
-    block = 10_000  # kbn evaluates in blocks of this many rows
+    block = EVAL_BLOCK  # kbn evaluates in blocks of this many rows
     xe = [rng.standard_normal((block, a)).astype(dtype) for a in sizes[:-1]]
     oe = [np.empty((block, b), dtype) for b in sizes[1:]]
 
@@ -97,13 +100,12 @@ def gemm_floor_seconds(hidden, dtype, n_steps=400, n_eval_rows=50_000) -> tuple[
             np.matmul(xe[l], W, out=oe[l])
 
     step_gemms()
-    per_step = best_of(step_gemms) / n_steps
-    per_eval = best_of(eval_gemms, 5) * n_eval_rows / block
-    return per_step, per_eval
+    return lambda: (best_of(step_gemms, 2) / n_steps, best_of(eval_gemms, 5) * n_eval_rows / block)
 
 
-def torch_steps_per_second(hidden, n_steps=400, threads=2):
-    """The same network and update in PyTorch (float32, CPU); None if torch is missing."""
+def torch_run(hidden, n_steps=400, threads=2):
+    """A function timing the same network and update in PyTorch (float32, CPU): seconds
+    per step; None if torch is missing."""
     try:
         import torch
     except ImportError:
@@ -133,17 +135,41 @@ def torch_steps_per_second(hidden, n_steps=400, threads=2):
                 for p in model.parameters():
                     p -= eta * p.grad
 
+    def run_and_rest():
+        seconds = timed(run) / n_steps
+        time.sleep(0.5)  # lets torch's OpenMP threads stop spinning before the next timing
+        return seconds
+
     run()
-    return n_steps / best_of(run)
+    return run_and_rest
 
 
-def full_recipe(hidden, dtype):
+def full_recipe(hidden, dtype, repeats):
+    """Wall times of ``repeats`` full-recipe fits on the real data, and the test accuracy."""
     from kbn.data import load_cifar10
     from kbn.trainer import fit
 
     data = load_cifar10(dtype=np.dtype(dtype), progress=False)
-    result = fit(NetworkConfig(hidden=hidden), TrainConfig(dtype=dtype), data)
-    return result.wall_time, result.test_accuracy
+    results = [fit(NetworkConfig(hidden=hidden), TrainConfig(dtype=dtype), data) for _ in range(repeats)]
+    return [r.wall_time for r in results], results[0].test_accuracy
+
+
+def recipe_gflop(hidden, cfg: TrainConfig, n_eval_rows=50_000) -> float:
+    """Multiply-adds x 2 of the GEMMs in the full recipe: per step x W and x^T dS in every
+    layer and dS W^T in all but the first, per evaluation x W in every layer."""
+    sizes = [D, *hidden, K]
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    per_step = sum(2 * N_BATCH * a * b * (3 if l else 2) for l, (a, b) in enumerate(layers))
+    per_eval = sum(2 * n_eval_rows * a * b for a, b in layers)
+    return (cfg.n_steps * per_step + cfg.n_cycles * cfg.evals_per_cycle * per_eval) / 1e9
+
+
+def sgemm_peak_gflops(n=2048) -> float:
+    """float32 GEMM rate on large square matrices: the machine's peak for this BLAS."""
+    a = np.ones((n, n), np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, a, out=c)
+    return 2 * n ** 3 / best_of(lambda: np.matmul(a, a, out=c), 5) / 1e9
 
 
 def main():
@@ -151,6 +177,11 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true",
                         help="also time full-recipe runs on the real data (KBN_DATA_DIR or cache)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timing rounds for the steps/s table (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="full-recipe runs per network and dtype; the fastest is compared "
+                             "(default: %(default)s)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
     cfg = TrainConfig()
@@ -159,28 +190,49 @@ def main():
     if args.full:  # first: PyTorch's OpenMP threads keep spinning for a while after its runs
         for name, hidden in ARCHS.items():
             for dtype in ("float32", "float64"):
-                full[name, dtype] = full_recipe(hidden, dtype)
-    print(f"\nsteps/s, BN networks, batch {N_BATCH} (higher is better)")
+                full[name, dtype] = full_recipe(hidden, dtype, args.repeats)
+    print(f"\nsteps/s, BN networks, batch {N_BATCH} (higher is better); kbn, the floor and "
+          f"torch timed in turn, {args.rounds} rounds, the fastest of each")
     print(f"{'network':9s} {'dtype':8s} {'kbn':>7s} {'floor':>7s} {'kbn/floor':>9s} "
           f"{'torch':>7s} {'kbn/torch':>9s}")
     floors = {}
     for name, hidden in ARCHS.items():
         for dtype in ("float32", "float64"):
-            rate = kbn_steps_per_second(hidden, np.dtype(dtype))
-            per_step, per_eval = gemm_floor_seconds(hidden, np.dtype(dtype))
+            runs = {"kbn": kbn_run(hidden, np.dtype(dtype)),
+                    "floor": gemm_floor_run(hidden, np.dtype(dtype))}
+            if dtype == "float32" and (torch := torch_run(hidden)) is not None:
+                runs["torch"] = torch
+            times = {k: [] for k in runs}
+            for _ in range(args.rounds):  # in turn, so a slow spell of the machine hits all
+                for k, run in runs.items():
+                    times[k].append(run())
+            rate = 1 / min(times["kbn"])
+            per_step = min(f[0] for f in times["floor"])
+            per_eval = min(f[1] for f in times["floor"])
             floors[name, dtype] = cfg.n_steps * per_step + n_evals * per_eval
-            torch_rate = torch_steps_per_second(hidden) if dtype == "float32" else None
-            t = f"{torch_rate:7.0f} {rate / torch_rate:9.2f}" if torch_rate else f"{'-':>7s} {'-':>9s}"
+            if "torch" in times:
+                torch_rate = 1 / min(times["torch"])
+                t = f"{torch_rate:7.0f} {rate / torch_rate:9.2f}"
+            else:
+                t = f"{'-':>7s} {'-':>9s}"
             print(f"{name:9s} {dtype:8s} {rate:7.0f} {1 / per_step:7.0f} {rate * per_step:9.2f} {t}")
+    peak = sgemm_peak_gflops()
     print(f"\nGEMM floor of the full recipe ({cfg.n_steps} steps + {n_evals} evaluations of "
-          f"50,000 images):")
+          f"50,000 images): its matrix products alone, at the recipe's shapes, timed above.\n"
+          f"For scale, its GFLOP over this BLAS's large-matrix float32 peak ({peak:.0f} GFLOP/s), "
+          f"which no 100-row product reaches:")
     for (name, dtype), seconds in floors.items():
-        print(f"  {name:9s} {dtype:8s} {seconds:6.1f} s")
+        gflop = recipe_gflop(ARCHS[name], cfg)
+        print(f"  {name:9s} {dtype:8s} floor {seconds:5.1f} s   {gflop:5.0f} GFLOP / peak = "
+              f"{gflop / peak:4.1f} s")
     if full:
-        print("\nfull recipe on the real data (wall time of kbn.fit, test accuracy):")
+        print(f"\nfull recipe on the real data (wall time of kbn.fit, {args.repeats} runs; "
+              f"the fastest against the floor):")
         for (name, dtype), (seconds, acc) in full.items():
-            print(f"  {name:9s} {dtype:8s} {seconds:6.1f} s = "
-                  f"{seconds / floors[name, dtype]:.2f}x the GEMM floor, test accuracy {acc:.4f}")
+            runs = ", ".join(f"{s:.1f}" for s in seconds)
+            print(f"  {name:9s} {dtype:8s} {min(seconds):5.1f} s = "
+                  f"{min(seconds) / floors[name, dtype]:.2f}x the GEMM floor "
+                  f"(runs: {runs} s), test accuracy {acc:.4f}")
 
 
 if __name__ == "__main__":

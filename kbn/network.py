@@ -15,6 +15,8 @@ import numpy as np
 from . import layers
 from .config import NetworkConfig
 
+EVAL_BLOCK = 1000  # rows per evaluation block: each layer's activations stay in cache
+
 
 def init_params(config: NetworkConfig, d_in: int, n_classes: int,
                 rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
@@ -185,21 +187,57 @@ class Network:
         loss, _, _ = layers.softmax_cross_entropy(scores, y)
         return loss + lam * self.l2()
 
-    def evaluate(self, X, y, lam: float, block: int = 10_000) -> dict[str, float]:
+    def inference_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(W, b) of each layer for evaluation mode, with BN folded into them.
+
+        With fixed statistics BN is affine: gamma (x W + b - mean) / sqrt(var + eps) + beta
+        = x (W * scale) + (b - mean) * scale + beta, with scale = gamma / sqrt(var + eps).
+        Folding it saves three passes over every activation block when evaluating.
+        """
+        p, cfg, folded = self.params, self.config, []
+        for l in range(1, self.n_layers + 1):
+            W, b = p[f"W{l}"], p[f"b{l}"]
+            if cfg.batch_norm and l < self.n_layers:
+                mean, var = self._averages_for(l)
+                scale = p[f"gamma{l}"] / np.sqrt(var + cfg.eps)
+                W, b = W * scale, (b - mean) * scale + p[f"beta{l}"]
+            folded.append((W, b))
+        return folded
+
+    def evaluate(self, X, y, lam: float, block: int = EVAL_BLOCK) -> dict[str, float]:
         """Evaluation-mode cost, loss and accuracy over a whole split, in blocks of rows.
 
-        X: (N, d), y: (N,) -> {"cost", "loss", "accuracy"}.
+        X: (N, d), y: (N,) -> {"cost", "loss", "accuracy"}. Blocks of 1000 rows keep each
+        layer's activations in cache; every block reuses the same buffers.
         """
         n = X.shape[0]
         if n == 0:  # e.g. no validation split
             return {"cost": float("nan"), "loss": float("nan"), "accuracy": float("nan")}
+        folded = self.inference_layers()
+        rows = min(block, n)
+        dt = np.result_type(X, folded[0][0])
+        hidden = [np.empty((rows, W.shape[1]), dt) for W, _ in folded[:-1]]
+        zeros = [np.zeros_like(a) for a in hidden]  # max(a, zeros) is ~3x faster than max(a, 0)
+        W_out, b_out = folded[-1]
+        # scores kept transposed (K, rows): reductions over the K classes then run along
+        # the long axis, ~10x faster than max(axis=1) over 10 columns
+        scores_t = np.empty((W_out.shape[1], rows), dt)
+        class_ones, cols = np.ones(W_out.shape[1], dt), np.arange(rows)
         loss_sum, correct = 0.0, 0
-        for start in range(0, n, block):
-            xb, yb = X[start:start + block], y[start:start + block]
-            scores, _ = self.forward(xb, train=False)
-            loss, _, _ = layers.softmax_cross_entropy(scores, yb)
-            loss_sum += loss * len(yb)
-            correct += int(np.count_nonzero(scores.argmax(axis=1) == yb))
+        for start in range(0, n, rows):
+            x, yb = X[start:start + rows], y[start:start + rows]
+            m = x.shape[0]
+            for (W, b), a, zero in zip(folded[:-1], hidden, zeros):
+                a = np.matmul(x, W, out=a[:m])
+                a += b
+                x = np.maximum(a, zero[:m], out=a)
+            scores = np.matmul(W_out.T, x.T, out=scores_t[:, :m])
+            scores += b_out[:, None]
+            correct += int(np.count_nonzero(scores.argmax(axis=0) == yb))
+            scores -= scores.max(axis=0)  # log-sum-exp, as in layers.softmax_cross_entropy
+            picked = float(scores[yb, cols[:m]].sum())
+            np.exp(scores, out=scores)
+            loss_sum += float(np.log(class_ones @ scores).sum()) - picked
         loss = loss_sum / n
         return {"cost": loss + lam * self.l2(), "loss": loss, "accuracy": correct / n}
 

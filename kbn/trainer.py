@@ -13,6 +13,7 @@ from . import __version__
 from .config import NetworkConfig, TrainConfig
 from .network import Network
 from .schedule import cyclical_lr
+from .train_step import TrainStep
 
 METRICS = ("cost", "loss", "accuracy")
 HISTORY_KEYS = ("step", "epoch", "eta",
@@ -147,39 +148,61 @@ def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
     to_record = set(record_steps(cfg).tolist())
     steps_per_epoch = n // cfg.n_batch  # the last incomplete batch of an epoch is dropped
     # Parameters and gradients each live in one buffer (views keep the dict interface);
-    # the weights come first so the L2 decay is one slice.
+    # the weights come first, so the weights and the rest are two slices.
     theta, net.params = pack(net.params)
     grad, grads = pack({k: np.empty_like(v) for k, v in net.params.items()})
     n_w = sum(v.size for k, v in net.params.items() if k.startswith("W"))
-    weights = theta[:n_w]
+    weights, rest_grad = theta[:n_w], grad[n_w:]
+    step = TrainStep(net, cfg.n_batch, grads)  # buffers made once; gradients go into `grad`
+    etas = cyclical_lr(np.arange(cfg.n_steps), cfg.eta_min, cfg.eta_max, cfg.n_s).tolist()
+    batch = np.empty((cfg.n_batch, X.shape[1]), dtype=X.dtype)
+    # L2 enters GD as a decay: W <- W - eta (dW + 2 lam W) = (1 - 2 eta lam) W - eta dW.
+    # The decay only rescales W, so it is kept as a scalar c with the network's weights =
+    # c * stored weights (scikit-learn's SGD keeps its `wscale` the same way) and folded
+    # into the stored weights now and then, instead of a pass over W at every step:
+    # c_new W_new = (1 - 2 eta lam) c W - eta dW  <=>  W_new = W - (eta / c_new) dW.
+    c = 1.0
+
+    def fold_weight_scale():
+        nonlocal c
+        if c != 1.0:
+            np.multiply(weights, c, out=weights)
+            c = 1.0
+
     t = 0
-    while t < cfg.n_steps:
-        order = shuffle_rng.permutation(n)
-        for j in range(steps_per_epoch):
-            idx = order[j * cfg.n_batch:(j + 1) * cfg.n_batch]
-            # a gather per batch (not a shuffled copy of the whole epoch): measured faster,
-            # and no second copy of the training set in memory
-            loss, _ = net.loss_and_grads(X[idx], y[idx], 0.0, update_averages=True, out=grads)
-            if not math.isfinite(loss):  # weights that blow up make the loss NaN/inf too
-                return t
-            eta = cyclical_lr(t, cfg.eta_min, cfg.eta_max, cfg.n_s)
-            # W <- W - eta (dW + 2 lam W) = (1 - 2 eta lam) W - eta dW: the L2 gradient is
-            # applied as a decay instead of being added into the gradient buffer
-            if cfg.lam:
-                weights *= 1.0 - 2.0 * eta * cfg.lam
-            grad *= eta
-            theta -= grad
-            t += 1
-            if t in to_record:
-                _record(history, net, t, t / steps_per_epoch, eta, X, y, Xv, yv, cfg.lam)
+    try:
+        while t < cfg.n_steps:
+            order = shuffle_rng.permutation(n)
+            for j in range(steps_per_epoch):
+                idx = order[j * cfg.n_batch:(j + 1) * cfg.n_batch]
+                # gathered into one reused buffer (mode="clip" skips take's bounds-checking
+                # copy; every index is valid): faster than a shuffled copy of each epoch
+                np.take(X, idx, axis=0, out=batch, mode="clip")
+                eta = etas[t]
+                c_new = c * (1.0 - 2.0 * eta * cfg.lam)
+                # grad = (eta / c_new) * gradient: the step for the stored weights
+                loss = step(batch, y[idx], grad_scale=eta / c_new, weight_scale=c)
+                if not math.isfinite(loss):  # weights that blow up make the loss NaN/inf too
+                    return t
+                rest_grad *= c_new  # biases, gamma, beta: eta * gradient
+                theta -= grad
+                c = c_new
+                if c < 0.5:  # keeps the stored weights within 2x of the network's
+                    fold_weight_scale()
+                t += 1
+                if t in to_record:
+                    fold_weight_scale()
+                    _record(history, net, t, t / steps_per_epoch, eta, X, y, Xv, yv, cfg.lam)
+                    if bar is not None:
+                        bar.set_postfix(cost=f"{history['train_cost'][-1]:.3f}",
+                                        val_acc=f"{history['val_accuracy'][-1]:.3f}")
                 if bar is not None:
-                    bar.set_postfix(cost=f"{history['train_cost'][-1]:.3f}",
-                                    val_acc=f"{history['val_accuracy'][-1]:.3f}")
-            if bar is not None:
-                bar.update(1)
-            if t == cfg.n_steps:
-                return None
-    return None
+                    bar.update(1)
+                if t == cfg.n_steps:
+                    return None
+        return None
+    finally:
+        fold_weight_scale()  # net.params hold the network's weights whatever happens
 
 
 def _record(history, net, t, epoch, eta, X, y, Xv, yv, lam) -> None:

@@ -87,3 +87,38 @@ def test_evaluation_before_any_training_batch_says_what_to_do():
 def test_no_bn_parameters_on_the_output_layer():
     net = Network.create(NetworkConfig(hidden=[4, 4]), 3, 2, np.random.default_rng(0))
     assert "gamma3" not in net.params and "gamma2" in net.params
+
+
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "plain"])
+@pytest.mark.parametrize("block", [7, 50, 1000])
+def test_evaluate_with_folded_bn_equals_the_reference_forward(batch_norm, block):
+    """evaluate() folds BN into the weights and works in blocks of rows (here a last
+    partial block too); it must give the loss and accuracy of forward(train=False)."""
+    from kbn.layers import softmax_cross_entropy
+
+    rng = np.random.default_rng(5)
+    net = Network.create(NetworkConfig(hidden=[8, 6], batch_norm=batch_norm), 5, 4, rng, np.float64)
+    for _ in range(3):
+        net.forward(2.0 + rng.standard_normal((32, 5)), train=True, update_averages=True)
+    if batch_norm:  # gamma, beta away from 1, 0 so the folding is exercised
+        for key in net.params:
+            if key.startswith(("gamma", "beta")):
+                net.params[key] += rng.standard_normal(net.params[key].shape)
+    X, y = rng.standard_normal((50, 5)), rng.integers(0, 4, 50)
+    scores, _ = net.forward(X, train=False)
+    loss, _, _ = softmax_cross_entropy(scores, y)
+    got = net.evaluate(X, y, lam=0.1, block=block)
+    assert got["loss"] == pytest.approx(loss, rel=1e-12)
+    assert got["cost"] == pytest.approx(loss + 0.1 * net.l2(), rel=1e-12)
+    assert got["accuracy"] == np.mean(scores.argmax(axis=1) == y)
+    assert 0.0 < got["accuracy"] < 1.0  # a non-trivial comparison
+
+
+def test_evaluate_counts_ties_as_the_first_class_like_predict():
+    """A network whose scores are all equal predicts class 0 for every image."""
+    net = Network.create(NetworkConfig(hidden=[3], batch_norm=False), 2, 3, np.random.default_rng(0))
+    for key in net.params:
+        net.params[key][...] = 0.0
+    X, y = np.ones((6, 2)), np.array([0, 1, 2, 0, 1, 2])
+    assert net.evaluate(X, y, lam=0.0)["accuracy"] == pytest.approx(2 / 6)
+    np.testing.assert_array_equal(net.predict(X), 0)

@@ -86,13 +86,16 @@ def test_three_layer_bn_learns_real_cifar10_in_one_short_cycle():
     assert result.test_accuracy >= 0.40
 
 
-def test_fast_update_is_plain_gradient_descent_on_the_cost(toy_data):
-    """fit's packed-buffer update with L2 as weight decay must equal the textbook step
-    W <- W - eta * dCost/dW, computed here key by key from cost_and_grads (float64)."""
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "plain"])
+@pytest.mark.parametrize("lam", [0.05, 3.0], ids=["lam-small", "lam-large"])
+def test_fast_update_is_plain_gradient_descent_on_the_cost(toy_data, lam, batch_norm):
+    """fit's update (packed buffers, TrainStep, L2 as a decay kept in a scalar and folded
+    into the weights, here rarely with lam=0.05 and every ~2 steps with lam=3) must equal
+    the textbook step W <- W - eta * dCost/dW from cost_and_grads, key by key (float64)."""
     from kbn.network import Network
 
-    cfg = SHORT.replace(dtype="float64", n_s=30, lam=0.05, evals_per_cycle=1)
-    net_cfg = NetworkConfig(hidden=[12, 9])
+    cfg = SHORT.replace(dtype="float64", n_s=30, lam=lam, evals_per_cycle=1)
+    net_cfg = NetworkConfig(hidden=[12, 9], batch_norm=batch_norm)
     result = fit(net_cfg, cfg, toy_data)
 
     init_rng, shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)
