@@ -52,9 +52,9 @@ def batches(n_steps, seed=1):
     return [rng.choice(N_ROWS, N_BATCH, replace=False) for _ in range(n_steps)]
 
 
-def kbn_run(hidden, dtype, n_steps=600):
+def kbn_run(hidden, dtype, n_steps=1200):
     """A function timing one kbn.fit of n_steps on synthetic data: seconds per step (its
-    packed update and one final evaluation of the 10,000 rows, ~20 steps' worth)."""
+    buffered step and update, and one final evaluation of the 10,000 rows, ~2 % of it)."""
     from types import SimpleNamespace as NS
 
     from kbn.trainer import fit
@@ -69,8 +69,8 @@ def kbn_run(hidden, dtype, n_steps=600):
 
 
 def gemm_floor_run(hidden, dtype, n_steps=400, n_eval_rows=50_000):
-    """A function timing the GEMMs alone: (seconds per step, seconds per evaluation of
-    n_eval_rows), each the fastest of a few timings.
+    """A function timing the GEMMs alone, on preallocated arrays: (seconds per step,
+    seconds per evaluation of n_eval_rows), each the fastest of a few timings.
 
     A step does x W (every layer), x^T dS (every layer) and dS W^T (all but the first).
     """
@@ -91,16 +91,23 @@ def gemm_floor_run(hidden, dtype, n_steps=400, n_eval_rows=50_000):
                 if l:
                     np.matmul(ds[l], W.T, out=dxs[l])
 
-    block = EVAL_BLOCK  # kbn evaluates in blocks of this many rows
-    xe = [rng.standard_normal((block, a)).astype(dtype) for a in sizes[:-1]]
+    # An evaluation streams its images from memory in blocks of EVAL_BLOCK rows, as kbn
+    # does: the first layer reads them from the synthetic training set (larger than the
+    # caches), the later layers read the block's activations.
+    X, _ = synthetic(dtype)
+    block = EVAL_BLOCK
+    xe = [None] + [rng.standard_normal((block, a)).astype(dtype) for a in sizes[1:-1]]
     oe = [np.empty((block, b), dtype) for b in sizes[1:]]
 
     def eval_gemms():
-        for l, W in enumerate(Ws):
-            np.matmul(xe[l], W, out=oe[l])
+        for start in range(0, N_ROWS, block):
+            xe[0] = X[start:start + block]
+            for l, W in enumerate(Ws):
+                np.matmul(xe[l], W, out=oe[l])
 
     step_gemms()
-    return lambda: (best_of(step_gemms, 2) / n_steps, best_of(eval_gemms, 5) * n_eval_rows / block)
+    return lambda: (best_of(step_gemms, 2) / n_steps,
+                    best_of(eval_gemms, 3) * n_eval_rows / N_ROWS)
 
 
 def torch_run(hidden, n_steps=400, threads=2):
@@ -144,14 +151,22 @@ def torch_run(hidden, n_steps=400, threads=2):
     return run_and_rest
 
 
-def full_recipe(hidden, dtype, repeats):
-    """Wall times of ``repeats`` full-recipe fits on the real data, and the test accuracy."""
+def full_recipes(repeats):
+    """{(network, dtype): ([wall times of kbn.fit], test accuracy)} of full-recipe runs on
+    the real data; the repeats go round all four, so a slow spell of the machine is
+    unlikely to hit every run of one of them."""
     from kbn.data import load_cifar10
     from kbn.trainer import fit
 
-    data = load_cifar10(dtype=np.dtype(dtype), progress=False)
-    results = [fit(NetworkConfig(hidden=hidden), TrainConfig(dtype=dtype), data) for _ in range(repeats)]
-    return [r.wall_time for r in results], results[0].test_accuracy
+    data = {dtype: load_cifar10(dtype=np.dtype(dtype), progress=False)
+            for dtype in ("float32", "float64")}
+    runs = {}
+    for _ in range(repeats):
+        for name, hidden in ARCHS.items():
+            for dtype in ("float32", "float64"):
+                r = fit(NetworkConfig(hidden=hidden), TrainConfig(dtype=dtype), data[dtype])
+                runs.setdefault((name, dtype), ([], r.test_accuracy))[0].append(r.wall_time)
+    return runs
 
 
 def recipe_gflop(hidden, cfg: TrainConfig, n_eval_rows=50_000) -> float:
@@ -177,9 +192,9 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true",
                         help="also time full-recipe runs on the real data (KBN_DATA_DIR or cache)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=4,
                         help="timing rounds for the steps/s table (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--repeats", type=int, default=3,
                         help="full-recipe runs per network and dtype; the fastest is compared "
                              "(default: %(default)s)")
     args = parser.parse_args()
@@ -188,9 +203,7 @@ def main():
     n_evals = cfg.n_cycles * cfg.evals_per_cycle
     full = {}
     if args.full:  # first: PyTorch's OpenMP threads keep spinning for a while after its runs
-        for name, hidden in ARCHS.items():
-            for dtype in ("float32", "float64"):
-                full[name, dtype] = full_recipe(hidden, dtype, args.repeats)
+        full = full_recipes(args.repeats)
     print(f"\nsteps/s, BN networks, batch {N_BATCH} (higher is better); kbn, the floor and "
           f"torch timed in turn, {args.rounds} rounds, the fastest of each")
     print(f"{'network':9s} {'dtype':8s} {'kbn':>7s} {'floor':>7s} {'kbn/floor':>9s} "

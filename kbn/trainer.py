@@ -192,6 +192,7 @@ def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
                 t += 1
                 if t in to_record:
                     fold_weight_scale()
+                    step.flush_averages()
                     _record(history, net, t, t / steps_per_epoch, eta, X, y, Xv, yv, cfg.lam)
                     if bar is not None:
                         bar.set_postfix(cost=f"{history['train_cost'][-1]:.3f}",
@@ -201,8 +202,9 @@ def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
                 if t == cfg.n_steps:
                     return None
         return None
-    finally:
-        fold_weight_scale()  # net.params hold the network's weights whatever happens
+    finally:  # net.params and net.averages are the network's whatever happens
+        fold_weight_scale()
+        step.flush_averages()
 
 
 def _record(history, net, t, epoch, eta, X, y, Xv, yv, lam) -> None:

@@ -39,6 +39,7 @@ def test_step_equals_the_reference_pass(arch, batch_norm, weight_scale, grad_sca
         X, y = _batch(seed=seed)
         loss_ref, grads_ref = reference.loss_and_grads(X, y, 0.0, update_averages=True)
         loss = step(X, y, grad_scale=grad_scale, weight_scale=weight_scale)
+        step.flush_averages()
         assert loss == pytest.approx(loss_ref, rel=1e-12)
         assert step.grads.keys() == grads_ref.keys()
         for key, g in grads_ref.items():
@@ -51,6 +52,28 @@ def test_step_equals_the_reference_pass(arch, batch_norm, weight_scale, grad_sca
         assert stored.averages.keys() == reference.averages.keys()
         for key, v in reference.averages.items():
             np.testing.assert_allclose(stored.averages[key], v, rtol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("log_rows", [1, 3, 256])
+def test_logged_statistics_give_the_step_by_step_moving_averages(log_rows):
+    """Seven steps with the statistics log folded every log_rows steps (and once at the
+    end) must leave the averages that a step-by-step update leaves."""
+    reference, stored = _pair([12, 9], True, 0.8)
+    step = TrainStep(stored, 16, log_rows=log_rows)
+    for seed in range(7):
+        X, y = _batch(seed=seed)
+        reference.loss_and_grads(X, y, 0.0, update_averages=True)
+        step(X, y, weight_scale=0.8 ** (seed + 1))  # the scale changes from step to step
+        for key, value in stored.params.items():  # and the stored weights with it
+            if key.startswith("W"):
+                value /= 0.8
+    step.flush_averages()
+    assert not step.logged_scales
+    for key, v in reference.averages.items():
+        np.testing.assert_allclose(stored.averages[key], v, rtol=1e-12, err_msg=key)
+    step.flush_averages()  # nothing logged: nothing changes
+    for key, v in reference.averages.items():
+        np.testing.assert_allclose(stored.averages[key], v, rtol=1e-12, err_msg=key)
 
 
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
