@@ -5,11 +5,14 @@
 
 Peers, all measured in this run on the same shapes:
 - the GEMM floor: only the matrix products that a step (or an evaluation) performs, on
-  preallocated arrays; a training loop cannot be faster than this;
+  preallocated arrays (a step's operands in cache; an evaluation streams its rows from
+  memory, as kbn's does); a training loop cannot be faster than this;
 - PyTorch on the CPU (``pip install -e .[bench]``): the same layers, BN, batch, schedule
   and L2 term, float32, 2 threads;
 - float64 against float32.
-Timings vary +-25 % run to run on a shared machine: read the ratios, not the seconds.
+kbn, the floor and PyTorch are timed in turn, several rounds, and the fastest of each is
+compared; full recipes run several times, also in turn. Timings on a shared machine vary
+by +-25 % and, while its memory is contended, by 2-3x: read the ratios, not the seconds.
 """
 
 from __future__ import annotations
@@ -169,6 +172,17 @@ def full_recipes(repeats):
     return runs
 
 
+def gather_probe_ms() -> float:
+    """Milliseconds to gather one batch of random rows, as each training step does: the
+    machine's memory speed at the moment (~0.12 ms here when it is not contended)."""
+    X, _ = synthetic(np.float32)
+    rng = np.random.default_rng(2)
+    rows = [rng.permutation(N_ROWS)[:N_BATCH] for _ in range(200)]
+    batch = np.empty((N_BATCH, D), np.float32)
+    return min(timed(lambda: [np.take(X, r, axis=0, out=batch, mode="clip") for r in rows])
+               for _ in range(3)) / len(rows) * 1e3
+
+
 def recipe_gflop(hidden, cfg: TrainConfig, n_eval_rows=50_000) -> float:
     """Multiply-adds x 2 of the GEMMs in the full recipe: per step x W and x^T dS in every
     layer and dS W^T in all but the first, per evaluation x W in every layer."""
@@ -198,7 +212,9 @@ def main():
                         help="full-recipe runs per network and dtype; the fastest is compared "
                              "(default: %(default)s)")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
+    gather_start = gather_probe_ms()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}; "
+          f"one batch gather {gather_start:.3f} ms")
     cfg = TrainConfig()
     n_evals = cfg.n_cycles * cfg.evals_per_cycle
     full = {}
@@ -229,6 +245,8 @@ def main():
             else:
                 t = f"{'-':>7s} {'-':>9s}"
             print(f"{name:9s} {dtype:8s} {rate:7.0f} {1 / per_step:7.0f} {rate * per_step:9.2f} {t}")
+    print(f"\none batch gather: {gather_start:.3f} ms at the start, {gather_probe_ms():.3f} ms "
+          f"now (a shared machine's memory can be several times slower for minutes)")
     peak = sgemm_peak_gflops()
     print(f"\nGEMM floor of the full recipe ({cfg.n_steps} steps + {n_evals} evaluations of "
           f"50,000 images): its matrix products alone, at the recipe's shapes, timed above.\n"
