@@ -179,12 +179,19 @@ def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
                 # copy; every index is valid): faster than a shuffled copy of each epoch
                 np.take(X, idx, axis=0, out=batch, mode="clip")
                 eta = etas[t]
-                c_new = c * (1.0 - 2.0 * eta * cfg.lam)
-                # grad = (eta / c_new) * gradient: the step for the stored weights
-                loss = step(batch, y[idx], grad_scale=eta / c_new, weight_scale=c)
+                decay = 1.0 - 2.0 * eta * cfg.lam
+                if decay >= 0.5:  # the usual case: the decay goes into c
+                    c_new = c * decay
+                    # grad = (eta / c_new) * gradient: the step for the stored weights
+                    loss = step(batch, y[idx], grad_scale=eta / c_new, weight_scale=c)
+                    rest_grad *= c_new  # biases, gamma, beta: eta * gradient
+                else:  # 2 eta lam > 1/2 (a huge lam): decay the weights themselves
+                    fold_weight_scale()
+                    c_new = 1.0
+                    loss = step(batch, y[idx], grad_scale=eta)
+                    weights *= decay
                 if not math.isfinite(loss):  # weights that blow up make the loss NaN/inf too
                     return t
-                rest_grad *= c_new  # biases, gamma, beta: eta * gradient
                 theta -= grad
                 c = c_new
                 if c < 0.5:  # keeps the stored weights within 2x of the network's
