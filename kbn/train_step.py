@@ -71,7 +71,7 @@ class TrainStep:
     def __init__(self, net: Network, n: int, grads: dict[str, np.ndarray] | None = None,
                  log_rows: int = 256):
         p, dt, k = net.params, net.dtype, net.n_layers
-        self.net, self.n, self.k = net, n, k
+        self.net, self.n = net, n
         self.batch_norm, self.eps = net.config.batch_norm, net.config.eps
         self.grads = grads if grads is not None else {key: np.empty_like(v) for key, v in p.items()}
         self.hidden = [_HiddenLayer(l, p, self.grads, n, self.batch_norm, log_rows)
