@@ -20,17 +20,14 @@ def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray):
     return out, (x, W)
 
 
-def affine_backward(dout: np.ndarray, cache, need_dx: bool = True, dW=None, db=None):
+def affine_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """dout: (N, M) -> dx (N, D) or None, dW (D, M), db (M,).
 
     ``need_dx=False`` skips dx for the first layer, whose input needs no gradient.
-    ``dW``, ``db``: optional arrays to write the gradients into (no allocation).
     """
     x, W = cache
     dx = dout @ W.T if need_dx else None
-    dW = np.matmul(x.T, dout, out=dW)
-    db = np.sum(dout, axis=0, out=db)
-    return dx, dW, db
+    return dx, x.T @ dout, dout.sum(axis=0)
 
 
 def relu_forward(x: np.ndarray):
@@ -73,11 +70,10 @@ def batchnorm_forward(x, gamma, beta, eps, mean=None, var=None):
     return out, (xhat, gamma, inv_std), mean, var
 
 
-def batchnorm_backward(dout, cache, dgamma=None, dbeta=None):
+def batchnorm_backward(dout, cache):
     """Backward pass through training-mode BN, with the batch statistics' dependence on x.
 
-    dout: (N, M) -> dx (N, M), dgamma (M,), dbeta (M,) (written into ``dgamma``,
-    ``dbeta`` if given).
+    dout: (N, M) -> dx (N, M), dgamma (M,), dbeta (M,).
 
     With xhat = (x - mu) * inv_std, the chain rule through mu and var collapses to
     dx = gamma * inv_std * (dout - mean(dout) - xhat * mean(dout * xhat)),
@@ -85,8 +81,8 @@ def batchnorm_backward(dout, cache, dgamma=None, dbeta=None):
     """
     xhat, gamma, inv_std = cache
     n = dout.shape[0]
-    dbeta = np.sum(dout, axis=0, out=dbeta)
-    dgamma = np.einsum("ij,ij->j", dout, xhat, out=dgamma)
+    dbeta = dout.sum(axis=0)
+    dgamma = np.einsum("ij,ij->j", dout, xhat)
     dx = xhat * (dgamma / n)
     np.subtract(dout, dx, out=dx)
     dx -= dbeta / n

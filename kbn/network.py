@@ -131,26 +131,23 @@ class Network:
             ) from None
 
     # ---------------------------------------------------------------- backward
-    def backward(self, dscores: np.ndarray, caches, lam: float,
-                 out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def backward(self, dscores: np.ndarray, caches, lam: float) -> dict[str, np.ndarray]:
         """Gradients of the cost for every parameter (same keys as ``params``).
 
         dscores: (N, K), gradient of the mean loss w.r.t. the scores. The L2 term
         contributes 2 lam W to each dW. Only valid after a ``train=True`` forward.
-        ``out``: optional dict of arrays (shaped like ``params``) to write into, so a
-        training loop allocates its gradients once.
+        (The trainer runs ``TrainStep``, the same maths with buffers made once.)
         """
         p, k = self.params, self.n_layers
-        g: dict[str, np.ndarray | None] = dict.fromkeys(p) if out is None else out
+        g: dict[str, np.ndarray] = {}
         aff, _, _ = caches[-1]
-        dx, g[f"W{k}"], g[f"b{k}"] = layers.affine_backward(dscores, aff, True, g[f"W{k}"], g[f"b{k}"])
+        dx, g[f"W{k}"], g[f"b{k}"] = layers.affine_backward(dscores, aff)
         for l in range(k - 1, 0, -1):
             aff, bn, act = caches[l - 1]
             ds = layers.relu_backward(dx, act)
             if bn is not None:
-                ds, g[f"gamma{l}"], g[f"beta{l}"] = layers.batchnorm_backward(
-                    ds, bn, g[f"gamma{l}"], g[f"beta{l}"])
-            dx, g[f"W{l}"], g[f"b{l}"] = layers.affine_backward(ds, aff, l > 1, g[f"W{l}"], g[f"b{l}"])
+                ds, g[f"gamma{l}"], g[f"beta{l}"] = layers.batchnorm_backward(ds, bn)
+            dx, g[f"W{l}"], g[f"b{l}"] = layers.affine_backward(ds, aff, need_dx=l > 1)
         if lam:
             for l in range(1, k + 1):
                 g[f"W{l}"] += (2 * lam) * p[f"W{l}"]
@@ -162,16 +159,14 @@ class Network:
         return float(sum(np.vdot(self.params[f"W{l}"], self.params[f"W{l}"])
                          for l in range(1, self.n_layers + 1)))
 
-    def loss_and_grads(self, X, y, lam: float, update_averages: bool = False, out=None):
+    def loss_and_grads(self, X, y, lam: float, update_averages: bool = False):
         """Training-mode loss (no L2 term) and the exact gradient of the *cost* on one batch.
 
-        X: (N, d), y: (N,) ints -> loss (float), grads (dict; written into ``out`` if
-        given). The training loop uses this: it needs the gradient every step but the L2
-        sum only when recording.
+        X: (N, d), y: (N,) ints -> loss (float), grads (dict).
         """
         scores, caches = self.forward(X, train=True, update_averages=update_averages)
         loss, dscores, _ = layers.softmax_cross_entropy(scores, y)
-        return loss, self.backward(dscores, caches, lam, out)
+        return loss, self.backward(dscores, caches, lam)
 
     def cost_and_grads(self, X, y, lam: float, update_averages: bool = False):
         """Training-mode cost and its exact gradient on one batch.
