@@ -191,10 +191,12 @@ def _check_key(key: str) -> None:
 
 
 def results_equal(a: Result, b: Result) -> bool:
-    """Same configs, history and accuracies (NaN equals NaN); wall time and weights ignored."""
+    """Same configs, history and accuracies (NaN equals NaN); how it ran (wall time, the
+    size of its stack) and the weights are ignored."""
     da, db = a.to_dict(), b.to_dict()
     for d in (da, db):
         d.pop("wall_time")
+        d.pop("stack_size")
     return _same(da, db)
 
 

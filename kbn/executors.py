@@ -52,6 +52,7 @@ class Executor:
 
     in_process = False
     local = True
+    slots = 1  # calls that run at once
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         raise NotImplementedError
@@ -133,6 +134,7 @@ class ProcessExecutor(Executor):
         if self.blas_threads < 1:
             raise ValueError(f"blas_threads must be >= 1, got {blas_threads!r}")
         self.start_method = start_method
+        self.slots = self.n_workers
         self._pool: ProcessPoolExecutor | None = None
 
     def describe(self) -> str:
@@ -233,6 +235,10 @@ class DaskExecutor(Executor):
         self.client = Client(address) if client is None else client
         self.address = self.client.scheduler.address
         self.blas_threads = blas_threads
+        try:  # worker threads of the cluster now (it may grow later)
+            self.slots = max(1, sum(self.client.nthreads().values()))
+        except Exception:
+            self.slots = 1
 
     def describe(self) -> str:
         return f"dask {self.address}"

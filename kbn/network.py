@@ -136,7 +136,8 @@ class Network:
 
         dscores: (N, K), gradient of the mean loss w.r.t. the scores. The L2 term
         contributes 2 lam W to each dW. Only valid after a ``train=True`` forward.
-        (The trainer runs ``TrainStep``, the same maths with buffers made once.)
+        (The trainer runs ``kbn.train_step.TrainStep``: the same maths for a stack of networks,
+        with buffers made once.)
         """
         p, k = self.params, self.n_layers
         g: dict[str, np.ndarray] = {}

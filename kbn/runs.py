@@ -15,10 +15,12 @@ Typical use::
 * :func:`run_trials` returns the Results in the order of the specs: cached ones straight
   from the cache, the others trained through an executor (:mod:`kbn.executors`: serial, a
   local process pool, or a Dask cluster), each written to the cache the moment it
-  finishes, so a killed run loses no finished trial.
+  finishes, so a killed run loses no finished trial. Trials that can share a mini-batch
+  stream (:mod:`kbn.stacking`) train side by side in one task,
+  :func:`kbn.trainer.fit_stack`, which gives each the numbers it gets alone.
 
-Every trial seeds itself from ``TrainConfig.seed``; the executor and the number of
-workers do not change its numbers.
+Every trial seeds itself from ``TrainConfig.seed``; the executor, the number of workers
+and the stacks it is trained in do not change its numbers.
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import __version__
 from .config import NetworkConfig, TrainConfig
-from .trainer import Result, fit
+from .trainer import Result, fit, fit_stack
 
-__all__ = ["DataSpec", "TrialSpec", "code_fingerprint", "run_trial", "run_trials"]
+__all__ = ["DataSpec", "TrialSpec", "code_fingerprint", "run_stack", "run_trial", "run_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +243,24 @@ def run_trial(spec: TrialSpec, progress: bool = False, keep_network: bool = Fals
     return result
 
 
-def _run_in_worker(spec: TrialSpec, progress: bool, fingerprint: str | None) -> Result:
-    """What executors run: refuse a worker whose kbn would not give the keyed numbers."""
+def run_stack(specs: Sequence[TrialSpec], progress: bool = False) -> list[Result]:
+    """Train stackable specs side by side in this process (:func:`kbn.trainer.fit_stack`);
+    their Results, without weights, in order. They must share their DataSpec."""
+    data = {s.data for s in specs}
+    if len(data) != 1:
+        raise ValueError("the trials of a stack train on the same data (one DataSpec)")
+    desc = specs[0].describe() if len(specs) == 1 else f"{specs[0].network.describe()} x {len(specs)}"
+    results = fit_stack([s.network for s in specs], [s.train for s in specs],
+                        specs[0].data.load(), progress=progress, desc=desc)
+    for r in results:
+        r.network = None
+    return results
+
+
+def _run_in_worker(specs: Sequence[TrialSpec], progress: bool,
+                   fingerprint: str | None) -> list[Result]:
+    """What executors run, one stack per call: refuse a worker whose kbn would not give
+    the keyed numbers."""
     if fingerprint is not None and code_fingerprint() != fingerprint:
         raise RuntimeError(
             f"this worker runs different kbn code ({__version__}, fingerprint "
@@ -250,7 +268,7 @@ def _run_in_worker(spec: TrialSpec, progress: bool, fingerprint: str | None) -> 
             f"{fingerprint[:12]}), so its result would not match the cache key. The kbn "
             "source was edited since that process imported kbn (restart it), or the "
             "workers have another kbn installed (install the same one everywhere).")
-    return run_trial(spec, progress=progress)
+    return run_stack(specs, progress=progress)
 
 
 def _as_cache(cache):
@@ -313,10 +331,22 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
 
     t0 = time.perf_counter()
     if members:
+        from .stacking import plan_stacks
+
         owned = not isinstance(executor, Executor)
-        ex = get_executor(executor, n_trials=len(members))
+        trials = [specs[m[0]] for m in members]
+        # trials that share a mini-batch stream (and their data) train as one stack
+        by_data: dict[DataSpec, list[int]] = {}
+        for j, s in enumerate(trials):
+            by_data.setdefault(s.data, []).append(j)
+        slots = _slots(executor)
+        stacks = []
+        for js in by_data.values():
+            plan = plan_stacks([(trials[j].network, trials[j].train) for j in js], slots)
+            stacks += [[js[i] for i in stack] for stack in plan]
+        ex = get_executor(executor, n_trials=len(stacks))
         try:
-            run_specs = [specs[m[0]] for m in members]
+            run_specs = trials
             if ex.local:  # locate (or download) the data once, here, not in every worker
                 resolved = {s.data: s.data.resolved() for s in run_specs}
                 run_specs = [dataclasses.replace(s, data=resolved[s.data]) for s in run_specs]
@@ -324,15 +354,17 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
                                    fingerprint=None if ex.in_process else code_fingerprint())
             bar = _trials_bar(progress, n, n_cached, desc, ex)
             try:
-                for j, result in ex.map_unordered(fn, run_specs):
-                    first = members[j][0]
-                    if cache is not None:  # now: a kill a moment later loses nothing
-                        cache.put(keys[first], result,
-                                  specs[first].key_fields(checksums[specs[first].data]))
-                    for i in members[j]:
-                        results[i] = result
-                    if bar is not None:
-                        bar.update(len(members[j]))
+                tasks = [[run_specs[j] for j in stack] for stack in stacks]
+                for t, stack_results in ex.map_unordered(fn, tasks):
+                    for j, result in zip(stacks[t], stack_results):
+                        first = members[j][0]
+                        if cache is not None:  # now: a kill a moment later loses nothing
+                            cache.put(keys[first], result,
+                                      specs[first].key_fields(checksums[specs[first].data]))
+                        for i in members[j]:
+                            results[i] = result
+                        if bar is not None:
+                            bar.update(len(members[j]))
             finally:
                 if bar is not None:
                     bar.close()
@@ -342,6 +374,22 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
     log.info("%d trials: %d from the cache, %d trained in %.1f s", n, n_cached, len(members),
              time.perf_counter() - t0)
     return results  # type: ignore[return-value]
+
+
+def _slots(executor) -> int:
+    """How many stacks can run at once on ``executor`` (as :func:`run_trials` takes it),
+    so that a group of stackable trials is cut into at least that many stacks."""
+    from .executors import EXECUTOR_ENV, SCHEDULER_ENV, Executor, available_cores
+
+    if isinstance(executor, Executor):
+        return executor.slots
+    spec = executor or os.environ.get(EXECUTOR_ENV) or os.environ.get(SCHEDULER_ENV) or "process"
+    spec = str(spec).strip().lower()
+    if spec == "serial":
+        return 1
+    if spec.startswith("process:") and spec[8:].isdigit():
+        return max(1, int(spec[8:]))
+    return available_cores()  # a process pool, or a cluster of unknown size
 
 
 def _trials_bar(enabled: bool, total: int, done: int, desc: str, executor):

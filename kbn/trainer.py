@@ -1,11 +1,15 @@
-"""The one trainer: mini-batch GD with a cyclical learning rate, used by every experiment."""
+"""The one trainer: mini-batch GD with a cyclical learning rate, used by every experiment.
+
+:func:`fit` trains one network; :func:`fit_stack` trains several that share a mini-batch
+stream side by side (:mod:`kbn.stack`), each getting the numbers it gets alone. Both run
+the same loop, :func:`_train`.
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,6 +17,7 @@ from . import __version__
 from .config import NetworkConfig, TrainConfig
 from .network import Network
 from .schedule import cyclical_lr
+from .stack import NetworkStack
 from .train_step import TrainStep
 
 METRICS = ("cost", "loss", "accuracy")
@@ -29,10 +34,11 @@ class Result:
     history: dict[str, list[float]]  # keys HISTORY_KEYS, equal-length lists
     test_accuracy: float  # NaN if the run diverged
     val_accuracy: float  # final validation accuracy (evaluation mode); NaN if diverged
-    wall_time: float  # seconds spent in fit()
+    wall_time: float  # seconds of training: this network's share of its stack's time
     diverged_at: int | None = None  # update step at which the cost became NaN/inf
     network: Network | None = field(default=None, repr=False, compare=False)
     version: str = __version__
+    stack_size: int = 1  # networks trained side by side with this one (itself included)
 
     @property
     def diverged(self) -> bool:
@@ -49,6 +55,7 @@ class Result:
             "wall_time": self.wall_time,
             "diverged_at": self.diverged_at,
             "version": self.version,
+            "stack_size": self.stack_size,
         }
 
     @classmethod
@@ -62,6 +69,7 @@ class Result:
             wall_time=d["wall_time"],
             diverged_at=d["diverged_at"],
             version=d["version"],
+            stack_size=d.get("stack_size", 1),
         )
 
 
@@ -86,88 +94,136 @@ def _progress_bar(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
 
 
+def n_classes_of(data) -> int:
+    """Classes of a dataset: its class names (CIFAR-10: 10) when it has them, else one
+    more than the largest label of any split. Not the training labels' maximum alone: a
+    subset may lack the last class, and the network would then have too few outputs."""
+    names = getattr(data, "class_names", None)
+    if names:
+        return len(names)
+    return 1 + max(int(np.max(split.y)) for split in (data.train, data.val, data.test)
+                   if len(split.y))
+
+
 def fit(network_config: NetworkConfig, train_config: TrainConfig, data,
         progress: bool = False, desc: str | None = None) -> Result:
     """Train a fresh network on ``data`` (a ``kbn.data.CIFAR10``) and evaluate it.
 
     Initialisation and the per-epoch shuffles come from ``default_rng(train_config.seed)``
     so the same configs and data give the same numbers. Metrics (evaluation mode, i.e. BN
-    with moving averages) are recorded at ``record_steps(train_config)``.
+    with moving averages) are recorded at ``record_steps(train_config)``. This is
+    :func:`fit_stack` with one network.
     """
+    return fit_stack([network_config], [train_config], data, progress, desc)[0]
+
+
+def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[TrainConfig],
+              data, progress: bool = False, desc: str | None = None) -> list[Result]:
+    """Train K fresh networks side by side on one mini-batch stream; one Result each.
+
+    The K (network, train) config pairs must be stackable (:func:`kbn.stacking.stack_key`:
+    same architecture, BN, batch size, steps, evaluation points, seed and precision); they
+    may differ in lambda, the learning-rate schedule, the initialisation and BN's alpha.
+    Each network gets exactly the numbers it gets trained alone with :func:`fit` (its own
+    initialisation, the shared seed's shuffles). A network whose cost becomes non-finite
+    stops there (``diverged_at``) and leaves the stack; the others go on.
+    """
+    from .stacking import check_stackable
+
     t0 = time.perf_counter()
-    cfg = train_config
+    net_cfgs, train_cfgs = list(network_configs), list(train_configs)
+    check_stackable(net_cfgs, train_cfgs)
+    cfg = train_cfgs[0]  # what the stack shares
     dtype = np.dtype(cfg.dtype)
     X = np.asarray(data.train.X, dtype=dtype)
     y = data.train.y
     Xv, yv = np.asarray(data.val.X, dtype=dtype), data.val.y
-    n = X.shape[0]
-    cfg.check_fits(n)
+    cfg.check_fits(X.shape[0])
+    n_classes = n_classes_of(data)
 
-    init_rng, shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)
-    net = Network.create(network_config, X.shape[1], int(y.max()) + 1, init_rng, dtype)
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    bar = _progress_bar(progress, cfg.n_steps, desc or network_config.describe())
+    networks = []
+    for net_cfg, train_cfg in zip(net_cfgs, train_cfgs):  # each as fit would draw it alone
+        init_rng, _ = np.random.default_rng(train_cfg.seed).spawn(2)
+        networks.append(Network.create(net_cfg, X.shape[1], n_classes, init_rng, dtype))
+    shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)[1]
+    members = [_Member(net_cfg, train_cfg) for net_cfg, train_cfg in zip(net_cfgs, train_cfgs)]
+    if desc is None:
+        desc = net_cfgs[0].describe() + (f" x {len(members)}" if len(members) > 1 else "")
+    bar = _progress_bar(progress, cfg.n_steps, desc)
 
     # A diverging run overflows before its cost turns non-finite; that is detected and
     # recorded below, so numpy's overflow warnings would only repeat it as noise.
     with np.errstate(over="ignore", invalid="ignore"):
-        diverged_at = _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar)
+        stack, alive = _train(NetworkStack.from_networks(networks), members, cfg, X, y, Xv, yv,
+                              shuffle_rng, bar, t0)
+        if alive:
+            lams = np.array([members[i].train_config.lam for i in alive])
+            test = stack.evaluate(np.asarray(data.test.X, dtype=dtype), data.test.y, lams)
+            for k, i in enumerate(alive):
+                members[i].network = stack.network(k)
+                members[i].test_accuracy = float(test["accuracy"][k])
+                members[i].wall_time = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-
-    if diverged_at is None:
-        test_acc = net.evaluate(np.asarray(data.test.X, dtype=dtype), data.test.y, cfg.lam)["accuracy"]
-        val_acc = history["val_accuracy"][-1]
-    else:
-        test_acc = val_acc = float("nan")
-    return Result(network_config, cfg, history, test_acc, val_acc,
-                  time.perf_counter() - t0, diverged_at, net)
+    K = len(members)
+    return [Result(m.network_config, m.train_config, m.history, m.test_accuracy,
+                   m.history["val_accuracy"][-1] if m.diverged_at is None else float("nan"),
+                   m.wall_time / K, m.diverged_at, m.network, stack_size=K) for m in members]
 
 
-def pack(arrays: dict[str, np.ndarray], first: str = "W") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Copy ``arrays`` into one contiguous buffer; return it and a dict of views into it.
+@dataclass
+class _Member:
+    """One network of a stack as the trainer follows it; becomes a Result."""
 
-    Keys starting with ``first`` come first, so they form one slice ``buffer[:n_first]``.
-    One buffer turns the per-parameter update into a couple of whole-array operations.
+    network_config: NetworkConfig
+    train_config: TrainConfig
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    diverged_at: int | None = None
+    network: Network | None = None
+    test_accuracy: float = float("nan")
+    wall_time: float = 0.0
+
+
+def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, Xv, yv,
+           shuffle_rng, bar, t0: float) -> tuple[NetworkStack, list[int]]:
+    """The update loop. Returns the final stack and the members (indices) still in it.
+
+    L2 enters GD as a decay: W <- W - eta (dW + 2 lam W) = (1 - 2 eta lam) W - eta dW.
+    The decay only rescales W, so each network keeps it as a scalar c with its weights =
+    c * stored weights (scikit-learn's SGD keeps its ``wscale`` the same way), folded into
+    the stored weights now and then, instead of a pass over W at every step:
+    c_new W_new = (1 - 2 eta lam) c W - eta dW  <=>  W_new = W - (eta / c_new) dW.
     """
-    keys = sorted(arrays, key=lambda k: not k.startswith(first))  # stable: order kept
-    dtype = arrays[keys[0]].dtype
-    flat = np.empty(sum(a.size for a in arrays.values()), dtype=dtype)
-    views, start = {}, 0
-    for k in keys:
-        a = arrays[k]
-        views[k] = flat[start:start + a.size].reshape(a.shape)
-        views[k][...] = a
-        start += a.size
-    return flat, {k: views[k] for k in arrays}
-
-
-def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
-    """The update loop. Returns the step at which the cost became non-finite, or None."""
     n = X.shape[0]
     to_record = set(record_steps(cfg).tolist())
     steps_per_epoch = n // cfg.n_batch  # the last incomplete batch of an epoch is dropped
-    # Parameters and gradients each live in one buffer (views keep the dict interface);
-    # the weights come first, so the weights and the rest are two slices.
-    theta, net.params = pack(net.params)
-    grad, grads = pack({k: np.empty_like(v) for k, v in net.params.items()})
-    n_w = sum(v.size for k, v in net.params.items() if k.startswith("W"))
-    weights, rest_grad = theta[:n_w], grad[n_w:]
-    step = TrainStep(net, cfg.n_batch, grads)  # buffers made once; gradients go into `grad`
-    etas = cyclical_lr(np.arange(cfg.n_steps), cfg.eta_min, cfg.eta_max, cfg.n_s).tolist()
+    alive = list(range(len(members)))
     batch = np.empty((cfg.n_batch, X.shape[1]), dtype=X.dtype)
-    # L2 enters GD as a decay: W <- W - eta (dW + 2 lam W) = (1 - 2 eta lam) W - eta dW.
-    # The decay only rescales W, so it is kept as a scalar c with the network's weights =
-    # c * stored weights (scikit-learn's SGD keeps its `wscale` the same way) and folded
-    # into the stored weights now and then, instead of a pass over W at every step:
-    # c_new W_new = (1 - 2 eta lam) c W - eta dW  <=>  W_new = W - (eta / c_new) dW.
-    c = 1.0
 
-    def fold_weight_scale():
+    def per_member(values) -> np.ndarray:
+        return np.array([values(members[i].train_config) for i in alive], dtype=np.float64)
+
+    def build(stack):
+        lam = per_member(lambda tc: tc.lam)
+        # (n_steps, K): row t holds every network's learning rate at step t
+        etas = np.ascontiguousarray(np.stack(
+            [cyclical_lr(np.arange(cfg.n_steps), tc.eta_min, tc.eta_max, tc.n_s)
+             for tc in (members[i].train_config for i in alive)], axis=1))
+        decays = 1.0 - 2.0 * etas * lam  # the L2 decay factor of each step and network
+        huge = (decays < 0.5).any(axis=1).tolist()  # steps where some network decays W itself
+        return TrainStep(stack, cfg.n_batch), lam, etas, decays, huge
+
+    step, lam, etas, decays, huge = build(stack)
+    c = np.ones(stack.K)
+
+    def fold_weight_scale(which=None):
+        """Fold c into the stored weights of every network (or of those in ``which``).
+        Per network, so that a network folds exactly when it would alone."""
         nonlocal c
-        if c != 1.0:
-            np.multiply(weights, c, out=weights)
-            c = 1.0
+        fold = c != 1.0 if which is None else which & (c != 1.0)
+        if fold.any():
+            stack.scale_weights(np.where(fold, c, 1.0))
+            c = np.where(fold, 1.0, c)
 
     t = 0
     try:
@@ -178,46 +234,76 @@ def _train(net, cfg, X, y, Xv, yv, shuffle_rng, history, bar) -> int | None:
                 # gathered into one reused buffer (mode="clip" skips take's bounds-checking
                 # copy; every index is valid): faster than a shuffled copy of each epoch
                 np.take(X, idx, axis=0, out=batch, mode="clip")
-                eta = etas[t]
-                decay = 1.0 - 2.0 * eta * cfg.lam
-                if decay >= 0.5:  # the usual case: the decay goes into c
+                eta, decay = etas[t], decays[t]
+                if huge[t]:  # 2 eta lam > 1/2 (a huge lam): those networks decay W itself
+                    direct = decay < 0.5
+                    fold_weight_scale(direct)
+                    c_new = np.where(direct, 1.0, c * decay)
+                else:  # the usual case: the decay goes into c
                     c_new = c * decay
-                    # grad = (eta / c_new) * gradient: the step for the stored weights
-                    loss = step(batch, y[idx], grad_scale=eta / c_new, weight_scale=c)
-                    rest_grad *= c_new  # biases, gamma, beta: eta * gradient
-                else:  # 2 eta lam > 1/2 (a huge lam): decay the weights themselves
-                    fold_weight_scale()
-                    c_new = 1.0
-                    loss = step(batch, y[idx], grad_scale=eta)
-                    weights *= decay
-                if not math.isfinite(loss):  # weights that blow up make the loss NaN/inf too
-                    return t
-                theta -= grad
+                # grads = (eta / c_new) * gradient: the step for the stored weights
+                losses = step(batch, y[idx], grad_scale=eta / c_new, weight_scale=c)
+                old_c = c
+                step.grads.vectors *= c_new[:, None]  # biases, gamma, beta: eta * gradient
+                if huge[t]:
+                    stack.scale_weights(np.where(direct, decay, 1.0))
+                # weights that blow up make the loss NaN/inf too
+                finite = np.isfinite(losses).all()
+                if not finite:  # what each diverged network was (fit alone stops here)
+                    bad = ~np.isfinite(losses)
+                    lost = {int(k): stack.network(k) for k in np.flatnonzero(bad)}
+                stack.weights -= step.grads.weights
+                stack.vectors -= step.grads.vectors
                 c = c_new
-                if c < 0.5:  # keeps the stored weights within 2x of the network's
-                    fold_weight_scale()
+                if not finite:  # the others go on, in a stack without the diverged networks
+                    keep = np.flatnonzero(~bad)
+                    old_step, old_alive = step, alive
+                    alive = [alive[k] for k in keep]
+                    if alive:
+                        stack = stack.subset(keep)
+                        step, lam, etas, decays, huge = build(stack)
+                        step.adopt_logs(old_step, keep)  # flushed when they would be alone
+                    old_step.flush_averages()
+                    for k, net in lost.items():
+                        m = members[old_alive[k]]
+                        net.averages = old_step.stack.network(k).averages
+                        for key, v in net.params.items():
+                            if key.startswith("W"):
+                                v *= old_c[k]
+                        m.diverged_at, m.network = t, net
+                        m.wall_time = time.perf_counter() - t0
+                    if not alive:
+                        return stack, alive
+                    c = c[keep]
+                if c.min() < 0.5:  # keeps the stored weights within 2x of the network's
+                    fold_weight_scale(c < 0.5)
                 t += 1
                 if t in to_record:
                     fold_weight_scale()
                     step.flush_averages()
-                    _record(history, net, t, t / steps_per_epoch, eta, X, y, Xv, yv, cfg.lam)
+                    _record(members, alive, stack, lam, t, t / steps_per_epoch, etas[t - 1],
+                            X, y, Xv, yv)
                     if bar is not None:
-                        bar.set_postfix(cost=f"{history['train_cost'][-1]:.3f}",
-                                        val_acc=f"{history['val_accuracy'][-1]:.3f}")
+                        best = max(members[i].history["val_accuracy"][-1] for i in alive)
+                        bar.set_postfix(val_acc=f"{best:.3f}")
                 if bar is not None:
                     bar.update(1)
                 if t == cfg.n_steps:
-                    return None
-        return None
-    finally:  # net.params and net.averages are the network's whatever happens
+                    return stack, alive
+        return stack, alive
+    finally:  # the stack holds the networks' parameters and averages whatever happens
         fold_weight_scale()
         step.flush_averages()
 
 
-def _record(history, net, t, epoch, eta, X, y, Xv, yv, lam) -> None:
-    history["step"].append(t)
-    history["epoch"].append(epoch)
-    history["eta"].append(eta)
-    for split, (A, b) in (("train", (X, y)), ("val", (Xv, yv))):
-        for m, v in net.evaluate(A, b, lam).items():
-            history[f"{split}_{m}"].append(v)
+def _record(members, alive, stack, lam, t, epoch, eta, X, y, Xv, yv) -> None:
+    metrics = {split: stack.evaluate(A, b, lam) for split, (A, b) in
+               (("train", (X, y)), ("val", (Xv, yv)))}
+    for k, i in enumerate(alive):
+        h = members[i].history
+        h["step"].append(t)
+        h["epoch"].append(epoch)
+        h["eta"].append(float(eta[k]))
+        for split, values in metrics.items():
+            for m, v in values.items():
+                h[f"{split}_{m}"].append(float(v[k]))

@@ -20,7 +20,7 @@ from kbn import NetworkConfig, SearchConfig, TrainConfig
 from kbn.cache import ResultCache, results_equal
 from kbn.runs import DataSpec, TrialSpec, code_fingerprint, run_trials
 from kbn.search import lambda_search
-from kbn.trainer import fit
+from kbn.trainer import fit, fit_stack
 
 try:
     from trial_fixtures import NET, SEARCH, TRAIN, specs, tiny_data_spec
@@ -44,14 +44,15 @@ def data(tmp_path_factory) -> DataSpec:
 
 @pytest.fixture
 def fit_calls(monkeypatch):
-    """Counts the trainings run_trials starts in this process (serial executor)."""
+    """The train configs of the trainings run_trials starts in this process (serial
+    executor), one per network, whatever stacks they train in."""
     calls = []
 
-    def counting_fit(network_config, train_config, data, **kw):
-        calls.append(train_config)
-        return fit(network_config, train_config, data, **kw)
+    def counting_fit_stack(network_configs, train_configs, data, **kw):
+        calls.extend(train_configs)
+        return fit_stack(network_configs, train_configs, data, **kw)
 
-    monkeypatch.setattr(kbn.runs, "fit", counting_fit)
+    monkeypatch.setattr(kbn.runs, "fit_stack", counting_fit_stack)
     return calls
 
 
