@@ -35,6 +35,9 @@ MAX_AGE = 3600.0  # seconds: a temporary this old belongs to no live writer, who
 class WriteError(OSError):
     """A file could not be written; the message names it and says why."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28] "
+        return self.strerror or super().__str__()
+
 
 def _host() -> str:
     return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
