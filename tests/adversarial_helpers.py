@@ -7,7 +7,7 @@ installed as if it were the official release, and a full disk.
   so the real ``kbn`` command runs on it in milliseconds, in this process
   (:func:`run_kbn`) or in a subprocess (:data:`KBN_ON_TINY`, for signals).
 * :func:`full_disk` is a folder on which writes fail with ENOSPC once a few kB are used:
-  a real tmpfs where this process may mount one (root in CI), else a stand-in that makes
+  a real tmpfs where this process may mount one (root in CI), and a stand-in that makes
   kbn's one low-level write (``kbn.atomic._write_fully``) run out of space.
 """
 
@@ -77,6 +77,19 @@ def rewrite_model(src: Path, dst: Path, change=None, meta_change=None) -> Path:
         meta_change(meta)
         arrays["meta"] = np.array(json.dumps(meta))
     return write_npz(dst, {f"{k}.npy": v for k, v in arrays.items()})
+
+
+def damaged(blob: bytes, data) -> bytes:
+    """``blob`` cut short or with a few bits flipped, as hypothesis's ``data`` draws it."""
+    from hypothesis import strategies as st
+
+    blob = bytearray(blob)
+    if data.draw(st.booleans(), label="truncate"):
+        return bytes(blob[:data.draw(st.integers(0, len(blob) - 1), label="cut at")])
+    where = st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=4, unique=True)
+    for i in data.draw(where, label="flip"):
+        blob[i] ^= 1 << data.draw(st.integers(0, 7))
+    return bytes(blob)
 
 
 # ----------------------------------------------------------------------------- tiny data
@@ -155,11 +168,20 @@ sys.exit(kbn.cli.main(sys.argv[2:]))
 """
 
 
+# One BLAS thread: on these tiny matrices two threads only wait for each other, and much
+# more so on a loaded 2-core machine (kbn's numbers do not depend on the thread count:
+# tests/test_executors.py).
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def kbn_on_tiny_argv(folder: Path, *argv) -> list[str]:
+    return [sys.executable, "-c", KBN_ON_TINY, str(folder), *map(str, argv)]
+
+
 def kbn_on_tiny(folder: Path, *argv, env=None, timeout=120) -> subprocess.CompletedProcess:
     """The kbn command on the tiny data in a subprocess (see :data:`KBN_ON_TINY`)."""
-    return subprocess.run([sys.executable, "-c", KBN_ON_TINY, str(folder), *map(str, argv)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(kbn_on_tiny_argv(folder, *argv), capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **ONE_THREAD, **(env or {})})
 
 
 def tiny_cifar(root: Path) -> Path:
@@ -169,17 +191,29 @@ def tiny_cifar(root: Path) -> Path:
 # ----------------------------------------------------------------------------- full disk
 
 
+DISKS = ("tmpfs", "stand-in")
+
+
 @contextlib.contextmanager
-def full_disk(folder: Path, monkeypatch, size_kb: int = 96):
-    """``folder`` as a disk with ``size_kb`` kB of space: a tmpfs if one can be mounted,
-    else kbn's low-level write raises ENOSPC past that many bytes. Yields the kind."""
+def full_disk(folder: Path, monkeypatch, size_kb: int, kind: str):
+    """``folder`` as a disk with ``size_kb`` kB of space, of one of two ``kind``s:
+
+    * "tmpfs": a real one, mounted there (skips the test where this process may not
+      mount, i.e. is not root);
+    * "stand-in": kbn's one low-level write (``kbn.atomic._write_fully``) raises ENOSPC
+      once the files under ``folder`` hold ``size_kb`` kB.
+    """
+    import pytest
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs",
-                              str(folder)], capture_output=True).returncode == 0
-    if mounted:
+    if kind == "tmpfs":
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs",
+                                  str(folder)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
         try:
-            yield "tmpfs"
+            yield
         finally:
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
         return
@@ -187,11 +221,11 @@ def full_disk(folder: Path, monkeypatch, size_kb: int = 96):
     import kbn.atomic
 
     real = kbn.atomic._write_fully
+    inside = os.path.realpath(folder) + os.sep
     budget = {"left": size_kb * 1024}
 
     def write_until_full(fd, data):
-        target = os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))
-        if not target.startswith(os.path.realpath(folder) + os.sep):
+        if not os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")).startswith(inside):
             return real(fd, data)
         if len(data) > budget["left"]:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -199,4 +233,4 @@ def full_disk(folder: Path, monkeypatch, size_kb: int = 96):
         return real(fd, data)
 
     monkeypatch.setattr(kbn.atomic, "_write_fully", write_until_full)
-    yield "stand-in"
+    yield

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from adversarial_helpers import (KBN_ON_TINY, full_disk, install_tiny_as_official, kbn_on_tiny,
-                                 md5_table, run_kbn, tiny_cifar)
-from kbn import NetworkConfig, SearchConfig, TrainConfig
+from threadpoolctl import threadpool_limits
+
+from adversarial_helpers import (DISKS, ONE_THREAD, full_disk, install_tiny_as_official,
+                                 kbn_on_tiny, kbn_on_tiny_argv, md5_table, run_kbn, tiny_cifar)
+from kbn import SearchConfig
 from kbn.cache import ResultCache, results_equal
 from kbn.runs import DataSpec, run_trials
 from kbn.search import lambda_search
@@ -35,6 +37,13 @@ SEARCH_ARGS = ["search", "--hidden", "20", "--n-batch", "50", "--n-s", "16", "--
                "--evals-per-cycle", "4", "--eta-max", "0.05", "--n-val", "100",
                "--coarse-range", "-5", "-1", "--n-coarse", "3", "--n-fine", "2",
                "--search-seed", "7", "--executor", "serial", "--quiet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Tiny trainings in this process with one BLAS thread (see adversarial_helpers)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -188,10 +197,10 @@ def test_sigkill_mid_write_then_resume_sweeps_the_temporary(tiny_folder, referen
 
 def test_two_concurrent_searches_on_one_cache_agree(tiny_folder, reference, tmp_path):
     cache = tmp_path / "shared-cache"
-    procs = [subprocess.Popen([sys.executable, "-c", KBN_ON_TINY, str(tiny_folder),
-                               *SEARCH_ARGS, "--out", str(tmp_path / f"out{i}"),
-                               "--cache", str(cache)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(kbn_on_tiny_argv(tiny_folder, *SEARCH_ARGS, "--out",
+                                               tmp_path / f"out{i}", "--cache", cache),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **ONE_THREAD})
              for i in (1, 2)]
     for p in procs:
         _, err = p.communicate(timeout=120)
@@ -247,30 +256,35 @@ TRAIN_ARGS = ["train", "--hidden", "20", "--n-batch", "20", "--n-s", "10", "--cy
               "--n-val", "100", "--quiet"]
 
 
+@pytest.mark.parametrize("disk_kind", DISKS)
 def test_train_on_a_full_disk_names_the_file_and_leaves_nothing_half_written(
-        tmp_path, monkeypatch, capsys):
+        tmp_path, monkeypatch, capsys, disk_kind):
     install_tiny_as_official(monkeypatch, tiny_cifar(tmp_path / "data"))
     disk = tmp_path / "disk"
-    with full_disk(disk, monkeypatch, size_kb=96):
+    with full_disk(disk, monkeypatch, 96, disk_kind):  # the model alone needs 250 kB
         out = disk / "run"
         out.mkdir()
         (out / "notes.txt").write_text("the user's own file")
         code, stdout, err = run_kbn(capsys, *TRAIN_ARGS, "--out", out)
-        assert code == 1 and len(err.strip().splitlines()) == 1, err
-        assert f"cannot write {out}{os.sep}" in err and "no space left on device" in err, err
+        error = err.strip().splitlines()[-1]  # after the line saying what it trains
+        assert code == 1 and err.count("error") == 1, err
+        assert error.startswith(f"kbn train: error: cannot write {out}{os.sep}"), err
+        assert "no space left on device" in error and "[Errno" not in error, err
         assert "test accuracy" not in stdout and "wrote" not in stdout
         # nothing of the run is there, not even in part; the user's file is untouched
         assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
         assert (out / "notes.txt").read_text() == "the user's own file"
 
 
-def test_a_search_whose_cache_fills_up_says_which_entry(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("disk_kind", DISKS)
+def test_a_search_whose_cache_fills_up_says_which_entry(tmp_path, monkeypatch, capsys,
+                                                        disk_kind):
     install_tiny_as_official(monkeypatch, tiny_cifar(tmp_path / "data"))
     disk = tmp_path / "disk"
-    with full_disk(disk, monkeypatch, size_kb=24):  # room for a few entries (~7 kB each)
+    with full_disk(disk, monkeypatch, 8, disk_kind):  # room for two or three (~2 kB each)
         args = [a for a in SEARCH_ARGS] + ["--out", tmp_path / "out", "--cache", disk]
         code, _, err = run_kbn(capsys, *args)
-        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert code == 1 and err.count("error") == 1, err
         assert re.search(rf"cannot write {re.escape(str(disk))}/[0-9a-f]{{64}}\.json: "
                          "no space left on device", err), err
         entries = list(disk.glob("*.json"))

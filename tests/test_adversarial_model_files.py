@@ -9,7 +9,6 @@ checksum, so it evaluates to the same accuracy whatever data options it is given
 from __future__ import annotations
 
 import io
-import json
 import re
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adversarial_helpers import (install_tiny_as_official, model_arrays, npy_bytes,
+from adversarial_helpers import (damaged, install_tiny_as_official, model_arrays, npy_bytes,
                                  read_members, rewrite_model, run_kbn, tiny_cifar, write_npz)
 from kbn import NetworkConfig, TrainConfig
 from kbn.checkpoint import ModelFileError, load_network, save_network
@@ -249,17 +248,8 @@ def small_model(tmp_path_factory, toy_data_module) -> Path:
 def test_a_damaged_model_is_refused_or_reads_back_unchanged(tmp_path, small_model, data):
     """Flipped bits or a cut anywhere in a real model: a clean error, or (a flip in a
     field nobody reads) the very same network; never a traceback, never other weights."""
-    original = small_model.read_bytes()
-    blob = bytearray(original)
-    if data.draw(st.booleans(), label="truncate"):
-        blob = blob[:data.draw(st.integers(0, len(blob) - 1), label="cut at")]
-    else:
-        for i in data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=4,
-                                    unique=True),
-                           label="flip"):
-            blob[i] ^= 1 << data.draw(st.integers(0, 7))
     path = tmp_path / "damaged.npz"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(damaged(small_model.read_bytes(), data))
     try:
         net, _ = load_network(path)
     except ModelFileError:
