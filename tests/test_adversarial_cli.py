@@ -197,3 +197,23 @@ def test_a_corrupt_batch_is_named_by_kbn_data(tmp_path, monkeypatch, capsys):
     code, _, err = run_kbn(capsys, "data")
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert re.search(r"batches\.meta has md5 [0-9a-f]{32}, expected [0-9a-f]{32}", err), err
+
+
+def test_a_gradient_error_that_is_not_a_number_fails_the_check(capsys, monkeypatch):
+    """An overflow makes an error NaN; NaN > threshold is False, so it once read "ok"."""
+    import kbn.experiments.gradient_check as gc
+
+    real = gc.gradient_check_grid
+
+    def with_an_overflow(*args, **kw):
+        grid = real(*args, **kw)
+        grid.loc[grid.index[1], ["max_rel_error", "max_abs_error"]] = float("nan")
+        return grid
+
+    args = [*BASE["gradcheck"], "--bn", "off"]
+    code, out, _ = run_kbn(capsys, *args)
+    assert code == 0 and "FAIL" not in out  # the honest check passes ...
+    monkeypatch.setattr(gc, "gradient_check_grid", with_an_overflow)
+    code, out, err = run_kbn(capsys, *args)
+    assert code == 3 and out.count("FAIL") == 1, out  # ... and the unmeasurable entry fails
+    assert "could not be measured" in err

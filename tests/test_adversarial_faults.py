@@ -292,3 +292,29 @@ def test_a_search_whose_cache_fills_up_says_which_entry(tmp_path, monkeypatch, c
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert all(ResultCache(disk).get(p.stem) is not None for p in entries)
+
+
+# ----------------------------------------------------------------------------- a run folder
+
+
+def test_a_new_run_replaces_the_previous_one_whole_and_leaves_other_files(
+        tmp_path, monkeypatch, capsys):
+    install_tiny_as_official(monkeypatch, tiny_cifar(tmp_path / "data"))
+    out = tmp_path / "run"
+    code, _, err = run_kbn(capsys, *TRAIN_ARGS, "--out", out)
+    assert code == 0, err
+    (out / "notes.txt").write_text("the user's own file")
+    killed = out / ".kbn-partial-deadhost-1-0000"  # what a `kbn train` killed mid-write left
+    killed.mkdir()
+    (killed / "model.npz").write_bytes(b"half a model")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+
+    # a diverging run: its record and history replace the old run's, and the old model
+    # and curves go with it (they would otherwise sit beside another run's history)
+    code, stdout, _ = run_kbn(capsys, *TRAIN_ARGS, "--eta-min", "10", "--eta-max", "100",
+                              "--init", "sigma", "--sigma", "100", "--no-bn", "--out", out)
+    assert code == 1 and "diverged at step" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "notes.txt", "result.json"]
+    record = json.loads((out / "result.json").read_text())
+    assert record["diverged_at"] is not None and set(record["files"]) == {"history.csv"}
+    assert (out / "notes.txt").read_text() == "the user's own file"
