@@ -15,26 +15,30 @@ a fingerprint of the numerical source code).
 
 File format (``<folder>/<key>.json``)::
 
-    {"format": 1, "key": ..., "kbn_version": ..., "created": <unix time>,
+    {"format": 2, "key": ..., "kbn_version": ..., "created": <unix time>,
      "wall_time": <seconds of training>, "spec": {...what the key hashes...},
-     "result": Result.to_dict()}
+     "result": Result.to_dict(), "checksum": <sha256 of the rest>}
 
-The stored Result has no weights (``Result.network`` is None).
+The stored Result has no weights (``Result.network`` is None). ``checksum`` is the sha256
+of the record's canonical JSON without it, so an entry changed after it was written (by
+hand, by a disk, by another program) is detected even when it is valid JSON.
 
-Writes are atomic: the JSON goes to a temporary file in the same folder, is flushed to
-disk, then renamed over the final name (``os.replace``). A reader therefore sees either
-no file or a complete one, and a process killed mid-write leaves at most a stray
-``.tmp-*.part`` file, which is ignored. A file that is nevertheless unreadable (truncated by
-a full disk, edited by hand, written by an incompatible version) is a miss, reported
-with a warning, never a crash; the next ``put`` replaces it.
+Writes are atomic (:mod:`kbn.atomic`): a reader sees either no file or a complete one. A
+process killed mid-write leaves at most a temporary ``.tmp-<host>-<pid>-*.part``, which
+is ignored and swept the next time the cache is used (once its writer is gone).
+
+An entry that fails a check (unreadable, not JSON, another format, another key, a
+checksum that does not match, not a valid Result) is reported once with a warning naming
+it, moved aside into ``<folder>/rejected/`` (never deleted: it may be all that is left
+of a long run) and treated as a miss, so the run is recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,13 +47,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
+from .atomic import sweep_temporaries, write_text
 from .trainer import Result
 
-__all__ = ["CACHE_ENV", "FORMAT", "ResultCache", "default_cache_dir"]
+__all__ = ["CACHE_ENV", "FORMAT", "REJECTED", "ResultCache", "default_cache_dir"]
 
 CACHE_ENV = "KBN_RESULTS_CACHE"
-FORMAT = 1
-_TMP_PREFIX = ".tmp-"
+FORMAT = 2  # 2: with a checksum
+REJECTED = "rejected"  # subfolder where entries that fail a check are moved
+_TMP_PREFIX, _TMP_SUFFIX = ".tmp-", ".part"
 
 
 def default_cache_dir() -> Path:
@@ -81,6 +87,7 @@ class ResultCache:
 
     def __init__(self, folder: str | os.PathLike | None = None):
         self.folder = Path(folder).expanduser() if folder is not None else default_cache_dir()
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"ResultCache({str(self.folder)!r})"
@@ -89,17 +96,26 @@ class ResultCache:
         _check_key(key)
         return self.folder / f"{key}.json"
 
+    def _sweep_once(self) -> None:
+        """Temporaries of killed writers go the first time this cache is used."""
+        if not self._swept:
+            self._swept = True
+            sweep_temporaries(self.folder, _TMP_PREFIX, _TMP_SUFFIX)
+
     # ------------------------------------------------------------------ reading
     def get(self, key: str) -> Result | None:
-        """The stored Result for ``key``, or None if absent or unreadable (with a warning)."""
+        """The stored Result for ``key``, or None if absent or rejected (with a warning)."""
         entry = self.entry(key)
         return None if entry is None else entry[1]
 
     def entry(self, key: str) -> tuple[dict[str, Any], Result] | None:
         """(the whole stored record, its Result), or None; like :meth:`get`."""
         path = self.path(key)
+        self._sweep_once()
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                identity = os.fstat(f.fileno())
+                raw = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -107,20 +123,35 @@ class ResultCache:
                           "miss, the run will be recomputed", RuntimeWarning, stacklevel=3)
             return None
         try:
-            record = json.loads(text)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            if record.get("format") != FORMAT:
-                raise ValueError(f"format {record.get('format')!r}, expected {FORMAT}")
-            if record.get("key") != key:
-                raise ValueError(f"it holds key {record.get('key')!r}")
+            record = _checked_record(raw, key)
             result = Result.from_dict(record["result"])
-        except Exception as exc:  # truncated, hand-edited, foreign: recompute, never crash
-            warnings.warn(f"kbn results cache: ignoring unreadable entry {path} "
-                          f"({type(exc).__name__}: {exc}); the run will be recomputed",
-                          RuntimeWarning, stacklevel=3)
+        except Exception as exc:  # whatever is wrong with it: set it aside, recompute
+            self._reject(path, identity, f"{type(exc).__name__}: {exc}")
             return None
         return record, result
+
+    def _reject(self, path: Path, identity: os.stat_result, why: str) -> None:
+        """Move the bad entry at ``path`` aside, once, and say so."""
+        dest = self.folder / REJECTED / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            os.rename(path, dest)
+        except FileNotFoundError:  # another process moved it first (and said so)
+            return
+        except OSError as exc:
+            warnings.warn(f"kbn results cache: rejected entry {path}, unreadable or altered "
+                          f"({why}); could not move it aside ({exc}); the run will be "
+                          "recomputed", RuntimeWarning, stacklevel=4)
+            return
+        moved = dest.stat()
+        if (moved.st_ino, moved.st_dev) != (identity.st_ino, identity.st_dev):
+            # a writer replaced the bad file after we read it: what we moved is a complete,
+            # fresh entry (writes are atomic), so it goes back; the bad one is gone already
+            os.replace(dest, path)
+            return
+        warnings.warn(f"kbn results cache: rejected entry {path}, unreadable or altered "
+                      f"({why}); moved it to {dest}; the run will be recomputed",
+                      RuntimeWarning, stacklevel=4)
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -140,6 +171,7 @@ class ResultCache:
         """Store ``result`` (without its weights) under ``key``, atomically; return the path.
 
         ``spec``: what the key was computed from, stored alongside for humans (optional).
+        Raises :class:`kbn.atomic.WriteError` (naming the entry) if it cannot be written.
         """
         path = self.path(key)
         record = {
@@ -151,38 +183,64 @@ class ResultCache:
             "spec": spec,
             "result": result.to_dict(),
         }
+        record["checksum"] = _checksum(record)
         # NaN (a diverged run's accuracy) is written as the JSON extension NaN, which
         # Python's json reads back; the record is for kbn, not for strict JSON parsers.
         text = json.dumps(record, default=_jsonable, indent=1)
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=_TMP_PREFIX, suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-            os.replace(tmp, path)  # atomic on POSIX and Windows (same folder, same filesystem)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return path
+        self._sweep_once()
+        return write_text(path, text, tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
 
     def remove_stale_temporaries(self, older_than: float = 3600.0) -> int:
-        """Delete ``.tmp-*`` files left by killed writers (older than ``older_than`` s)."""
-        if not self.folder.is_dir():
-            return 0
-        n, now = 0, time.time()
-        for p in self.folder.glob(f"{_TMP_PREFIX}*"):
-            try:
-                if now - p.stat().st_mtime > older_than:
-                    p.unlink()
-                    n += 1
-            except OSError:
-                pass
-        return n
+        """Delete temporaries left by killed writers: those whose writer (on this host) is
+        gone, and any older than ``older_than`` seconds. Returns how many."""
+        return sweep_temporaries(self.folder, _TMP_PREFIX, _TMP_SUFFIX, max_age=older_than)
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``record`` without its checksum."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    text = json.dumps(body, default=_jsonable, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _checked_record(raw: bytes, key: str) -> dict[str, Any]:
+    """The record in ``raw`` if it passes every check, else ValueError saying which."""
+    record = json.loads(raw.decode("utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record.get("format") != FORMAT:
+        raise ValueError(f"format {record.get('format')!r}, expected {FORMAT}")
+    if record.get("key") != key:
+        raise ValueError(f"it holds key {record.get('key')!r}")
+    if "checksum" not in record:
+        raise ValueError("no checksum")
+    if record["checksum"] != _checksum(record):
+        raise ValueError("checksum mismatch: the file was changed after it was written")
+    _check_result_dict(record.get("result"))
+    return record
+
+
+def _check_result_dict(d: Any) -> None:
+    """What Result.from_dict does not check itself: the history's shape and the numbers."""
+    if not isinstance(d, dict):
+        raise ValueError("'result' is not a JSON object")
+    history = d.get("history")
+    if not (isinstance(history, dict) and history):
+        raise ValueError("'history' is not a JSON object of lists")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in history.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError("'history' must be lists of one length")
+    if not all(_is_number(x) for v in history.values() for x in v):
+        raise ValueError("'history' holds something other than numbers")
+    for name in ("test_accuracy", "val_accuracy"):
+        v = d.get(name)
+        if not (_is_number(v) and (math.isnan(v) or 0.0 <= v <= 1.0)):
+            raise ValueError(f"{name}={v!r} is not an accuracy in [0, 1] (or NaN)")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _check_key(key: str) -> None:

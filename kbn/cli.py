@@ -1,15 +1,18 @@
 """The ``kbn`` command: train, gradcheck, search, data, evaluate, report.
 
 Errors are one line on stderr and a non-zero exit (``--verbose`` shows the traceback);
-Ctrl-C stops cleanly with exit code 130 and keeps every finished result.
+they name this command's options (``--eta-max``), not the library's arguments. Every value
+is checked before any data are loaded, including sizes no machine could run. Ctrl-C stops
+cleanly with exit code 130 and keeps every finished result.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,10 +20,58 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import NetworkConfig, SearchConfig, TrainConfig
+from .config import ConfigError, NetworkConfig, SearchConfig, TrainConfig
+from .errors import command_line_words
 from .folders import writable_folder as _writable_folder
 
 EXIT_ERROR, EXIT_CHECK_FAILED, EXIT_INTERRUPTED = 1, 3, 130
+
+# What no run of this study needs, and no machine here could do: refused up front rather
+# than found out hours (or an out-of-memory kill) later.
+MAX_WEIGHTS = 10**8  # per network: 0.4 GB per copy in float32, and training keeps several
+MAX_STEPS = 10**8  # update steps per training: about a day at the recipe's speed
+MAX_EVALUATIONS = 10**5  # each passes over the training and validation images
+MAX_TRIALS = 10**4  # per search
+MAX_LOG10_LAMBDA = 300  # |log10(lambda)|: 10**±300 is still a float other than 0 or inf
+MAX_GRADCHECK_WEIGHTS = 10**6  # the check runs two forward passes per weight
+MAX_GRADCHECK_SAMPLES = 10**5
+N_FEATURES, N_CLASSES, N_TRAIN_IMAGES = 3072, 10, 50_000  # the official CIFAR-10 release
+
+
+class CommandError(Exception):
+    """A value the command cannot run with; the message is in the command's own words."""
+
+
+# The option that sets each config field (SearchConfig.seed is --search-seed).
+_OPTION = {"hidden": "--hidden", "init": "--init", "sigma": "--sigma", "alpha": "--alpha",
+           "n_batch": "--n-batch", "eta_min": "--eta-min", "eta_max": "--eta-max",
+           "n_s": "--n-s", "n_cycles": "--cycles", "lam": "--lam",
+           "evals_per_cycle": "--evals-per-cycle", "seed": "--seed", "dtype": "--dtype",
+           "coarse_range": "--coarse-range", "n_coarse": "--n-coarse", "n_fine": "--n-fine",
+           "fine_halfwidth": "--fine-halfwidth", ("SearchConfig", "seed"): "--search-seed"}
+
+
+def _option_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_option_value(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _config_message(exc: ConfigError) -> str:
+    """A config error in the command's words: ``--eta-max -0.1: ... must be > 0``."""
+    option = _OPTION.get((exc.config, exc.field), _OPTION.get(exc.field))
+    if option is None:
+        return str(exc)
+    value = _option_value(exc.value)
+    return f"{option}{' ' + value if value else ''}: {exc.cli_why}"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except a flag's: its help says what the default does
+    ("(default: True)" beside --no-bn would read as if BN were off)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.nargs == 0 else super()._get_help_string(action)
 
 
 # ------------------------------------------------------------------ options shared by commands
@@ -44,11 +95,15 @@ def _float(text: str) -> float:
     return value
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
+def _add_data_dir_option(g) -> None:
     g.add_argument("--data-dir", default=None,
                    help="the cifar-10-batches-py folder (default: $KBN_DATA_DIR, the cache, "
                         "or a download)")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    _add_data_dir_option(g)
     g.add_argument("--n-val", type=int, default=5000,
                    help="validation images taken from the end of the training batches")
     g.add_argument("--subset", type=_positive_int, default=None,
@@ -60,7 +115,7 @@ def _add_network_options(p: argparse.ArgumentParser, hidden=(50, 50)) -> None:
     g.add_argument("--hidden", type=_positive_int, nargs="+", default=list(hidden),
                    metavar="WIDTH", help="hidden layer widths (k = len + 1 layers)")
     g.add_argument("--no-bn", dest="batch_norm", action="store_false",
-                   help="no batch normalisation")
+                   help="train without BN (BN is on by default)")
     g.add_argument("--init", choices=("he", "xavier", "sigma"), default="he",
                    help="weight initialisation")
     g.add_argument("--sigma", type=_float, default=None,
@@ -95,6 +150,43 @@ def _train_config(args) -> TrainConfig:
                        evals_per_cycle=args.evals_per_cycle, seed=args.seed, dtype=args.dtype)
 
 
+def _n_weights(widths) -> int:
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def _check_split(args, need_validation: bool = False) -> int:
+    """--n-val (and --subset) against the official data; returns the training images."""
+    if not 0 <= args.n_val < N_TRAIN_IMAGES:
+        raise CommandError(f"--n-val {args.n_val}: must be in [0, {N_TRAIN_IMAGES}) "
+                           f"(validation images taken from the {N_TRAIN_IMAGES} training images)")
+    if need_validation and args.n_val == 0:
+        raise CommandError("--n-val 0: the search chooses lambda on validation accuracy; "
+                           "give --n-val > 0")
+    n_train = N_TRAIN_IMAGES - args.n_val
+    return n_train if args.subset is None else min(n_train, args.subset)
+
+
+def _check_run(args, train_cfg: TrainConfig) -> None:
+    """Sizes no run could manage, and a batch larger than the data, before any data load."""
+    n_weights = _n_weights([N_FEATURES, *args.hidden, N_CLASSES])
+    if n_weights > MAX_WEIGHTS:
+        raise CommandError(f"--hidden {_option_value(args.hidden)}: the network would have "
+                           f"{n_weights:.3g} weights; kbn trains at most {MAX_WEIGHTS:.0e}")
+    if train_cfg.n_steps > MAX_STEPS:
+        raise CommandError(f"--n-s {args.n_s} and --cycles {args.cycles} make "
+                           f"{train_cfg.n_steps:.3g} update steps; kbn trains at most "
+                           f"{MAX_STEPS:.0e} (about a day)")
+    if args.cycles * args.evals_per_cycle > MAX_EVALUATIONS:
+        raise CommandError(f"--evals-per-cycle {args.evals_per_cycle} and --cycles "
+                           f"{args.cycles} make {args.cycles * args.evals_per_cycle:.3g} "
+                           f"evaluations; kbn records at most {MAX_EVALUATIONS:.0e}")
+    n_train = _check_split(args, need_validation=getattr(args, "command", "") == "search")
+    try:
+        train_cfg.check_fits(n_train)
+    except ConfigError as exc:
+        raise CommandError(_config_message(exc)) from None
+
+
 def _load_data(args, dtype="float32"):
     from .data import load_cifar10
 
@@ -102,54 +194,108 @@ def _load_data(args, dtype="float32"):
                         subset=args.subset)
 
 
-def writable_folder(path) -> Path:
-    return _writable_folder(path, hint="choose another with --out")
+def writable_folder(path, option: str = "--out", what: str = "output folder") -> Path:
+    return _writable_folder(path, hint=f"choose another with {option}", what=what)
 
 
-def _write_json(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+def _write(path: Path, data: bytes | str, report_as: Path | None = None) -> None:
+    from .atomic import write_bytes
+
+    write_bytes(path, data.encode() if isinstance(data, str) else data, report_as=report_as)
+
+
+def _json(payload) -> str:
+    return json.dumps(payload, indent=1, allow_nan=True)
+
+
+def _csv(header, rows) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------ commands
+# A training's outputs; result.json goes last: a folder with it holds a complete run.
+RUN_FILES = ("history.csv", "curves.png", "model.npz", "result.json")
+STAGING_PREFIX = ".kbn-partial-"
+
+
+def _fit_in_worker(spec):
+    """Runs where the executor puts it: (the Result with its network, its TrainingData)."""
+    from .checkpoint import TrainingData
+    from .trainer import fit
+
+    data = spec.data.load()
+    return fit(spec.network, spec.train, data), TrainingData.of(data, spec.data.n_val,
+                                                                spec.data.subset)
+
+
+def _run_files(result, net_cfg, train_cfg, trained_on) -> dict[str, bytes]:
+    """Every output of a training, as bytes, in writing order (result.json last)."""
+    from .checkpoint import encode_network
+    from .plots import training_curves
+    from .trainer import HISTORY_KEYS
+
+    files = {"history.csv": _csv(HISTORY_KEYS, zip(*(result.history[k] for k in HISTORY_KEYS)))
+             .encode()}
+    if not result.diverged:
+        png = io.BytesIO()
+        training_curves({net_cfg.describe(): [result.history]}).savefig(png, format="png", dpi=120)
+        files["curves.png"] = png.getvalue()
+        files["model.npz"] = encode_network(result.network, train_cfg,
+                                            extra={"test_accuracy": result.test_accuracy},
+                                            data=trained_on)
+    record = {**result.to_dict(),
+              "files": {name: hashlib.sha256(blob).hexdigest() for name, blob in files.items()}}
+    files["result.json"] = _json(record).encode()
+    return files
+
+
+def _write_run(out: Path, files: dict[str, bytes]) -> None:
+    """All of ``files`` into ``out`` or none: staged in a hidden folder, then moved in."""
+    from .atomic import WriteError, publish_staged, staged_folder
+
+    with staged_folder(out, STAGING_PREFIX) as staging:
+        try:
+            for name, blob in files.items():
+                _write(staging / name, blob, report_as=out / name)
+        except WriteError as exc:
+            raise WriteError(exc.errno, f"{exc.strerror}; nothing of this run was written "
+                             f"to {out}") from exc
+        publish_staged(staging, out, list(files), last="result.json", replaces=RUN_FILES)
+
+
 def cmd_train(args) -> int:
-    from .checkpoint import save_network
-    from .plots import save_figure, training_curves
-    from .trainer import HISTORY_KEYS, fit
+    from .atomic import sweep_temporaries
+    from .checkpoint import TrainingData
+    from .trainer import fit
 
     net_cfg, train_cfg = _network_config(args), _train_config(args)
+    _check_run(args, train_cfg)
     out = writable_folder(args.out)
+    sweep_temporaries(out, STAGING_PREFIX)  # what a killed `kbn train` left here
     if args.executor in (None, "serial"):  # here, with a live progress bar
         data = _load_data(args, train_cfg.dtype)
-        checksum = data.checksum
         print(f"training {net_cfg.describe()}, {train_cfg.n_steps} steps of {train_cfg.n_batch} "
               f"on {len(data.train.y)} images", file=sys.stderr)
         result = fit(net_cfg, train_cfg, data, progress=not args.quiet)
+        trained_on = TrainingData.of(data, args.n_val, args.subset)
     else:  # in a worker process or on a Dask cluster; the weights come back with the result
-        from functools import partial
-
         from .executors import get_executor
-        from .runs import DataSpec, TrialSpec, run_trial
+        from .runs import DataSpec, TrialSpec
 
         spec = TrialSpec(net_cfg, train_cfg, DataSpec(args.data_dir, n_val=args.n_val,
                                                       subset=args.subset, dtype=train_cfg.dtype))
-        checksum = spec.data.checksum()
         with get_executor(args.executor) as executor:
             print(f"training {net_cfg.describe()} on {executor.describe()}", file=sys.stderr)
-            [(_, result)] = executor.map_unordered(partial(run_trial, keep_network=True), [spec])
-    _write_json(out / "result.json", result.to_dict())
-    with open(out / "history.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(HISTORY_KEYS)
-        w.writerows(zip(*(result.history[k] for k in HISTORY_KEYS)))
+            [(_, (result, trained_on))] = executor.map_unordered(_fit_in_worker, [spec])
+    _write_run(out, _run_files(result, net_cfg, train_cfg, trained_on))
     if result.diverged:
         print(f"diverged at step {result.diverged_at}: the cost became NaN or infinite. "
               f"Lower --eta-max or the initial weight scale. History: {out / 'history.csv'}")
         return EXIT_ERROR
-    save_figure(training_curves({net_cfg.describe(): [result.history]}), out / "curves.png")
-    save_network(result.network, out / "model.npz", train_cfg,
-                 extra={"test_accuracy": result.test_accuracy, "data_checksum": checksum})
     print(f"test accuracy {100 * result.test_accuracy:.2f} % (validation "
           f"{100 * result.val_accuracy:.2f} %) in {result.wall_time:.1f} s")
     print(f"wrote {out / 'model.npz'}, {out / 'history.csv'}, {out / 'curves.png'}, "
@@ -157,9 +303,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_gradcheck(args) -> None:
+    if not args.synthetic:
+        _check_split(args)
+    for option, value in (("--lam", args.lam), ("--threshold", args.threshold),
+                          ("--atol", args.atol), ("--seed", args.seed)):
+        if value < 0:
+            raise CommandError(f"{option} {value}: must be >= 0")
+    if not 0 < args.h < 1:
+        raise CommandError(f"--h {args.h}: the finite-difference step must be in (0, 1)")
+    n_weights = _n_weights([args.dims, *args.hidden, N_CLASSES])
+    if n_weights > MAX_GRADCHECK_WEIGHTS:
+        raise CommandError(f"--hidden {_option_value(args.hidden)} and --dims {args.dims} make "
+                           f"{n_weights:.3g} weights; the check runs two forward passes per "
+                           f"weight, so it takes at most {MAX_GRADCHECK_WEIGHTS:.0e}")
+    if args.n > MAX_GRADCHECK_SAMPLES:
+        raise CommandError(f"--n {args.n}: the check takes at most "
+                           f"{MAX_GRADCHECK_SAMPLES:.0e} samples (a few are enough)")
+
+
 def cmd_gradcheck(args) -> int:
     from .experiments.gradient_check import display_table, gradient_check_grid
 
+    _check_gradcheck(args)
     rng = np.random.default_rng(args.seed)
     if args.synthetic:
         X, y = rng.standard_normal((args.n, args.dims)), rng.integers(0, 10, args.n)
@@ -169,17 +335,19 @@ def cmd_gradcheck(args) -> int:
     bns = {"both": (False, True), "on": (True,), "off": (False,)}[args.bn]
     name = f"{len(args.hidden) + 1}-layer"
     grid = gradient_check_grid({name: args.hidden}, X, y, args.lam, args.seed, args.h, bns)
-    # An entry fails when both its relative and its absolute error are large: a tiny
-    # gradient entry has a large relative error from rounding alone (|gn| noise ~1e-11).
-    bad = (~grid["zero_gradient"] & (grid["max_rel_error"] > args.threshold)
-           & (grid["max_abs_error"] > args.atol))
+    # An entry passes when its relative or its absolute error is small: a tiny gradient
+    # entry has a large relative error from rounding alone (|gn| noise ~1e-11). An error
+    # that is not a number (an overflow) never passes: the check could not measure.
+    rel, err = grid["max_rel_error"], grid["max_abs_error"]
+    within = (rel <= args.threshold) | (err <= args.atol)
+    bad = ~np.isfinite(err) | (~grid["zero_gradient"] & ~within)
     table = display_table(grid, name).assign(verdict=np.where(bad, "FAIL", "ok"))
     print(f"analytic vs centred-difference gradients: h = {args.h:g}, {len(y)} samples, "
           f"d = {X.shape[1]}, lambda = {args.lam:g}, float64")
     print(table.to_string(index=False))
     if bad.any():
         print(f"{int(bad.sum())} parameter(s) exceed --threshold {args.threshold:g} "
-              f"(and --atol {args.atol:g})", file=sys.stderr)
+              f"(and --atol {args.atol:g}) or could not be measured", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return 0
 
@@ -199,14 +367,52 @@ def cmd_data(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_network
+    from .checkpoint import load_model
+    from .data import load_cifar10
 
-    net, meta = load_network(args.model)
-    data = _load_data(args, str(net.dtype))
-    acc = float(np.mean(net.predict(data.test.X) == data.test.y))
+    saved = load_model(args.model)  # checked whole before anything else happens
+    net, meta, trained_on = saved.network, saved.meta, saved.data
+    if (meta["input_dim"], meta["n_classes"]) != (N_FEATURES, N_CLASSES):
+        raise CommandError(f"{args.model} takes {meta['input_dim']} inputs and has "
+                           f"{meta['n_classes']} outputs; a CIFAR-10 model takes {N_FEATURES} "
+                           f"inputs and has {N_CLASSES} outputs (train one with `kbn train`)")
+    if trained_on is None:
+        raise CommandError(f"{args.model} was saved without the normalisation and checksum of "
+                           "its training data, so kbn cannot give it the inputs it was trained "
+                           "on; retrain it with `kbn train`")
+    if args.subset is not None or args.n_val is not None:
+        print("kbn evaluate: note: --subset and --n-val are ignored: a model is evaluated on "
+              "the test images it was judged on when trained, normalised as its training "
+              "data were", file=sys.stderr)
+    data = load_cifar10(args.data_dir, n_val=0, subset=trained_on.subset, dtype=net.dtype,
+                        normalisation=(trained_on.mean, trained_on.std))
+    if data.checksum != trained_on.checksum:
+        if not args.allow_other_data:
+            raise CommandError(f"{args.model} was trained on data with checksum "
+                               f"{trained_on.checksum}, but {data.source} has checksum "
+                               f"{data.checksum}; pass --allow-other-data to evaluate it on "
+                               "these anyway")
+        print(f"kbn evaluate: warning: {args.model} was trained on other data (checksum "
+              f"{trained_on.checksum}); evaluating it on {data.source} (checksum "
+              f"{data.checksum}) with its own normalisation, as --allow-other-data asks",
+              file=sys.stderr)
+    acc = net.evaluate(data.test.X, data.test.y, lam=0.0)["accuracy"]  # the trainer's path
     print(f"{net.config.describe()} from {args.model} (kbn {meta['kbn_version']}): "
           f"test accuracy {100 * acc:.2f} % on {len(data.test.y)} images")
     return 0
+
+
+def _check_search(search_cfg: SearchConfig) -> None:
+    n = search_cfg.n_coarse + search_cfg.n_fine
+    if n > MAX_TRIALS:
+        raise CommandError(f"--n-coarse {search_cfg.n_coarse} and --n-fine {search_cfg.n_fine} "
+                           f"make {n:.3g} trials; a search runs at most {MAX_TRIALS:.0e}")
+    (lo, hi), half = search_cfg.coarse_range, search_cfg.fine_halfwidth
+    reach = max(abs(lo - half), abs(hi + half))  # the fine stage may go half beyond
+    if reach > MAX_LOG10_LAMBDA:
+        raise CommandError(f"--coarse-range {lo:g} {hi:g} with --fine-halfwidth {half:g} "
+                           f"reaches log10(lambda) = +-{reach:g}; keep it within "
+                           f"+-{MAX_LOG10_LAMBDA} (beyond, 10**x is 0 or inf)")
 
 
 def cmd_search(args) -> int:
@@ -217,8 +423,11 @@ def cmd_search(args) -> int:
     search_cfg = SearchConfig(coarse_range=tuple(args.coarse_range), n_coarse=args.n_coarse,
                               n_fine=args.n_fine, fine_halfwidth=args.fine_halfwidth,
                               seed=args.search_seed)
+    _check_run(args, train_cfg)
+    _check_search(search_cfg)
     out = writable_folder(args.out)
-    cache = writable_folder(args.cache or out / "cache")
+    cache = (writable_folder(args.cache, "--cache", "results cache folder") if args.cache
+             else writable_folder(out / "cache", "--out or --cache", "results cache folder"))
     data = DataSpec(args.data_dir, n_val=args.n_val, subset=args.subset, dtype=train_cfg.dtype)
     print(f"lambda search for {net_cfg.describe()}: {search_cfg.n_coarse} coarse + "
           f"{search_cfg.n_fine} fine trials; finished trials are kept in {cache}",
@@ -226,14 +435,11 @@ def cmd_search(args) -> int:
     result = lambda_search(net_cfg, train_cfg, data, search_cfg, progress=not args.quiet,
                            executor=args.executor, cache=cache)
     rows = result.rows()
-    with open(out / "trials.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    _write_json(out / "search.json", {
+    _write(out / "trials.csv", _csv(list(rows[0]), (r.values() for r in rows)))
+    _write(out / "search.json", _json({
         "search_config": search_cfg.to_dict(), "network_config": net_cfg.to_dict(),
         "train_config": train_cfg.to_dict(), "trials": rows,
-        "best": result.best.row()})
+        "best": result.best.row()}))
     print(f"{'stage':7s} {'lambda':>10s} {'val acc':>8s} {'test acc':>8s}")
     for r in rows:
         status = "  diverged" if r["diverged"] else ""
@@ -257,11 +463,12 @@ def cmd_report(args) -> int:
 
 # ------------------------------------------------------------------ parser and entry point
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = argparse.ArgumentParser(prog="kbn", formatter_class=fmt,
                                      description="k-layer networks with batch normalization on CIFAR-10")
     parser.add_argument("--version", action="version", version=f"kbn {__version__}")
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show tracebacks on errors (by default: one line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train one network and save it",
@@ -273,8 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default=None,
                    help="where to train: serial (here, the default), process, or a Dask "
                         "scheduler address tcp://host:port")
-    p.add_argument("--out", default="runs/train", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="runs/train",
+                   help="output folder; a previous run in it is replaced, nothing else in it "
+                        "is touched")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (one is shown by default)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("gradcheck", formatter_class=fmt,
@@ -294,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="absolute errors below this pass whatever the relative error")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--synthetic", action="store_true",
-                   help="random Gaussian inputs instead of CIFAR-10 images")
+                   help="random Gaussian inputs (by default: CIFAR-10 images)")
     _add_data_options(p)
     p.set_defaults(func=cmd_gradcheck)
 
@@ -321,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $KBN_EXECUTOR, $KBN_DASK_SCHEDULER, else a process pool)")
     g.add_argument("--cache", default=None, help="results cache folder (default: OUT/cache)")
     p.add_argument("--out", default="runs/search", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (shown by default)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("report", formatter_class=fmt,
@@ -347,12 +556,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "every file's md5 and load it; --download fetches it into "
                                    "the cache if it is missing.")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--download", action="store_true", help="download into the cache if missing")
+    p.add_argument("--download", action="store_true",
+                   help="download into the cache if missing (by default: only look)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("evaluate", formatter_class=fmt, help="test accuracy of a saved model")
+    p = sub.add_parser("evaluate", formatter_class=fmt, help="test accuracy of a saved model",
+                       description="Test accuracy of a model written by `kbn train`, on the "
+                                   "test images it was judged on when trained, normalised "
+                                   "with the statistics of its training data (both stored "
+                                   "in the model file).")
     p.add_argument("model", help="a model.npz written by `kbn train`")
-    _add_data_options(p)
+    _add_data_dir_option(p)
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="evaluate even if the data's checksum differs from the training "
+                        "data's (by default: refuse)")
+    p.add_argument("--n-val", type=int, default=None,
+                   help="ignored (accepted for scripts that pass the training options): the "
+                        "model file fixes the test images and the normalisation")
+    p.add_argument("--subset", type=_positive_int, default=None, help="ignored, as --n-val")
     p.set_defaults(func=cmd_evaluate)
     return parser
 
@@ -361,7 +582,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with command_line_words():  # library messages name this command's options
+            return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)
@@ -369,7 +591,9 @@ def main(argv=None) -> int:
     except Exception as exc:  # one clear line, the traceback only on request
         if args.verbose:
             raise
-        print(f"kbn {args.command}: error: {exc}", file=sys.stderr)
+        message = _config_message(exc) if isinstance(exc, ConfigError) else str(exc)
+        message = " ".join((message or type(exc).__name__).split("\n"))
+        print(f"kbn {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
 

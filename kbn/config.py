@@ -46,8 +46,29 @@ class _Config:
         return dataclasses.replace(self, **changes)
 
 
-def _fail(cls: str, name: str, value: Any, why: str) -> None:
-    raise ValueError(f"{cls}.{name}={value!r}: {why}")
+class ConfigError(ValueError):
+    """A config value that breaks a rule. The message names the argument
+    (``TrainConfig.eta_max=-0.1: ...``); ``config``, ``field``, ``value`` and ``why`` let a
+    front end (the ``kbn`` command) name its own option instead. ``cli_why`` is ``why``
+    in the command line's words where it names other fields."""
+
+    def __init__(self, config: str, field: str, value: Any, why: str, cli_why: str | None = None):
+        super().__init__(f"{config}.{field}={value!r}: {why}")
+        self.config, self.field, self.value, self.why = config, field, value, why
+        self.cli_why = cli_why or why
+
+
+def _fail(cls: str, name: str, value: Any, why: str, cli_why: str | None = None) -> None:
+    raise ConfigError(cls, name, value, why, cli_why)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_real(cls: str, name: str, v: Any) -> None:
+    if not _is_real(v):
+        _fail(cls, name, v, "must be a number")
 
 
 @dataclass(frozen=True)
@@ -76,15 +97,23 @@ class NetworkConfig(_Config):
         object.__setattr__(self, "hidden", tuple(int(m) for m in hidden))
         if self.init not in INITS:
             _fail(name, "init", self.init, f"must be one of {INITS}")
-        if self.init == "sigma":
-            if self.sigma is None or not np.isfinite(self.sigma) or self.sigma <= 0:
-                _fail(name, "sigma", self.sigma, "init='sigma' needs a finite sigma > 0")
-        elif self.sigma is not None:
-            _fail(name, "sigma", self.sigma, f"sigma is only used with init='sigma' (init={self.init!r})")
+        for key in ("alpha", "eps"):
+            _check_real(name, key, getattr(self, key))
+        if self.sigma is not None:
+            _check_real(name, "sigma", self.sigma)
+            if not (np.isfinite(self.sigma) and self.sigma > 0):
+                _fail(name, "sigma", self.sigma, "the weight std must be finite and > 0")
         if not 0.0 <= self.alpha < 1.0:
             _fail(name, "alpha", self.alpha, "the moving-average weight must be in [0, 1)")
-        if not self.eps > 0:
-            _fail(name, "eps", self.eps, "must be > 0")
+        if not (np.isfinite(self.eps) and self.eps > 0):
+            _fail(name, "eps", self.eps, "must be finite and > 0")
+        # relations between fields, once each field is valid on its own
+        if self.init == "sigma" and self.sigma is None:
+            _fail(name, "sigma", None, "init='sigma' needs a finite sigma > 0",
+                  "--init sigma needs --sigma, the std of every weight (finite, > 0)")
+        if self.init != "sigma" and self.sigma is not None:
+            _fail(name, "sigma", self.sigma, f"sigma is only used with init='sigma' "
+                  f"(init={self.init!r})", f"is only used with --init sigma (here --init {self.init})")
 
     @property
     def n_layers(self) -> int:
@@ -112,23 +141,30 @@ class TrainConfig(_Config):
 
     def __post_init__(self):
         name = "TrainConfig"
+        # each field on its own value first, then the relations between fields
         for key in ("n_batch", "n_s", "n_cycles", "evals_per_cycle"):
             v = getattr(self, key)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 _fail(name, key, v, "must be a positive int")
+        for key in ("eta_min", "eta_max", "lam"):
+            _check_real(name, key, getattr(self, key))
+        if not (np.isfinite(self.eta_min) and self.eta_min > 0):
+            _fail(name, "eta_min", self.eta_min, "the lowest learning rate must be finite and > 0")
+        if not (np.isfinite(self.eta_max) and self.eta_max > 0):
+            _fail(name, "eta_max", self.eta_max, "the highest learning rate must be finite and > 0")
         if not (np.isfinite(self.lam) and self.lam >= 0):
             _fail(name, "lam", self.lam, "the L2 weight must be finite and >= 0")
-        if not (self.eta_min > 0 and np.isfinite(self.eta_max)):
-            _fail(name, "eta_min", self.eta_min, "learning rates must be finite and > 0")
-        if self.eta_min > self.eta_max:
-            _fail(name, "eta_min", self.eta_min, f"must not exceed eta_max={self.eta_max!r}")
-        if self.evals_per_cycle > 2 * self.n_s:
-            _fail(name, "evals_per_cycle", self.evals_per_cycle,
-                  f"cannot exceed the {2 * self.n_s} steps of a cycle")
         if self.dtype not in ("float32", "float64"):
             _fail(name, "dtype", self.dtype, "must be 'float32' or 'float64'")
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             _fail(name, "seed", self.seed, "must be a non-negative int")
+        if self.eta_min > self.eta_max:
+            _fail(name, "eta_min", self.eta_min, f"must not exceed eta_max={self.eta_max!r}",
+                  f"must not exceed --eta-max {self.eta_max!r}")
+        if self.evals_per_cycle > 2 * self.n_s:
+            _fail(name, "evals_per_cycle", self.evals_per_cycle,
+                  f"cannot exceed the {2 * self.n_s} steps of a cycle (2 n_s)",
+                  f"cannot exceed the {2 * self.n_s} steps of a cycle (2 x --n-s)")
 
     @property
     def n_steps(self) -> int:
@@ -138,7 +174,9 @@ class TrainConfig(_Config):
         """Raise if the recipe cannot run on ``n_train`` training images."""
         if self.n_batch > n_train:
             _fail("TrainConfig", "n_batch", self.n_batch,
-                  f"larger than the {n_train} training images; lower n_batch or use more data")
+                  f"larger than the {n_train} training images; lower n_batch or use more data",
+                  f"larger than the {n_train} training images; lower --n-batch or use more "
+                  "data (--subset, --n-val)")
 
 
 @dataclass(frozen=True)
@@ -153,16 +191,20 @@ class SearchConfig(_Config):
 
     def __post_init__(self):
         name = "SearchConfig"
-        lo, hi = tuple(float(v) for v in self.coarse_range)
+        bounds = tuple(self.coarse_range)
+        if len(bounds) != 2 or not all(_is_real(v) for v in bounds):
+            _fail(name, "coarse_range", self.coarse_range, "need two log10 bounds (lo, hi)")
+        lo, hi = (float(v) for v in bounds)
         object.__setattr__(self, "coarse_range", (lo, hi))
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             _fail(name, "coarse_range", self.coarse_range, "need finite log10 bounds lo < hi")
-        for key in ("n_coarse", "n_fine"):
+        for key in ("n_coarse", "n_fine", "seed"):
             v = getattr(self, key)
-            if not isinstance(v, (int, np.integer)) or v < 0:
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
                 _fail(name, key, v, "must be an int >= 0")
         if self.n_coarse == 0:
             _fail(name, "n_coarse", 0, "the coarse stage needs at least one trial")
-        if not self.fine_halfwidth > 0:
-            _fail(name, "fine_halfwidth", self.fine_halfwidth, "must be > 0")
+        _check_real(name, "fine_halfwidth", self.fine_halfwidth)
+        if not (np.isfinite(self.fine_halfwidth) and self.fine_halfwidth > 0):
+            _fail(name, "fine_halfwidth", self.fine_halfwidth, "must be finite and > 0")
 

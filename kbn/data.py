@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .download import CIFAR10_TAR_MD5, CIFAR10_URL, DATASET_FOLDER, download_cifar10
-from .errors import DataError
+from .errors import DataError, say
 
 __all__ = [
     "BATCH_MD5",
@@ -150,30 +150,33 @@ def locate_cifar10(
     ``url``/``tar_md5`` say where to download from and what md5 to expect.
     """
     if data_dir is not None:
-        return _given_folder(data_dir, "the data_dir argument")
+        return _given_folder(data_dir, say("data_dir"), say("unset data_dir"))
     if os.environ.get("KBN_DATA_DIR"):
-        return _given_folder(os.environ["KBN_DATA_DIR"], "the KBN_DATA_DIR environment variable")
+        return _given_folder(os.environ["KBN_DATA_DIR"], "the KBN_DATA_DIR environment variable",
+                             "unset it")
 
     cache = _cache_folder(cache_dir)
     if (cache / DATASET_FOLDER).is_dir():
         return cache / DATASET_FOLDER
     if not download:
         raise DataError(
-            f"CIFAR-10 not found: no data_dir given, KBN_DATA_DIR is not set, and "
+            f"CIFAR-10 not found: {say('no data_dir')}, KBN_DATA_DIR is not set, and "
             f"{cache / DATASET_FOLDER} does not exist. Download {url}, extract it and set "
-            f"KBN_DATA_DIR to the extracted '{DATASET_FOLDER}' folder (or pass data_dir=...), "
-            f"or pass download=True to fetch it into {cache}."
+            f"KBN_DATA_DIR to the extracted '{DATASET_FOLDER}' folder (or {say('pass data_dir')}), "
+            f"or {say('download')} to fetch it into {cache}."
         )
     return download_cifar10(cache, url=url, md5=tar_md5, progress=progress)
 
 
-def _given_folder(path: str | os.PathLike, source: str) -> Path:
-    """Check a user-supplied location; accept the data folder or its parent."""
+def _given_folder(path: str | os.PathLike, source: str, unset: str) -> Path:
+    """Check a user-supplied location; accept the data folder or its parent.
+
+    ``source``: where the location came from; ``unset``: how to stop giving it."""
     folder = Path(path).expanduser()
     if not folder.exists():
         raise DataError(
             f"CIFAR-10 folder {folder} (from {source}) does not exist. Point {source} at "
-            f"the extracted '{DATASET_FOLDER}' folder, or unset it to use/download the "
+            f"the extracted '{DATASET_FOLDER}' folder, or {unset} to use/download the "
             "cached copy."
         )
     if not folder.is_dir():
@@ -204,6 +207,7 @@ def load_cifar10(
     download: bool = True,
     subset: int | None = None,
     *,
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
     expected_md5: Mapping[str, str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     url: str = CIFAR10_URL,
@@ -226,6 +230,10 @@ def load_cifar10(
     subset: keep only the first ``subset`` images of train, of val and of
         test (after splitting) for quick smoke runs; the normalisation
         statistics come from the kept training images.
+    normalisation: (mean, std), two (3072,) arrays: normalise every split with
+        these instead of the training split's statistics (a saved model's own,
+        to evaluate it on exactly the inputs it was trained on); they are then
+        the returned ``mean`` and ``std``.
     expected_md5: {file name: md5} for all 7 files (default: official sums).
     cache_dir, url, tar_md5, progress: passed to :func:`locate_cifar10`.
 
@@ -278,7 +286,13 @@ def load_cifar10(
     if subset is not None:
         parts = {k: (raw[:subset], y[:subset]) for k, (raw, y) in parts.items()}
 
-    mean, std = _feature_stats(parts["train"][0])
+    if normalisation is None:
+        mean, std = _feature_stats(parts["train"][0])
+    else:
+        mean, std = (np.asarray(a, dtype=np.float64) for a in normalisation)
+        if mean.shape != (N_FEATURES,) or std.shape != (N_FEATURES,) or not (std > 0).all():
+            raise ValueError(f"normalisation must be (mean, std), two ({N_FEATURES},) arrays "
+                             f"with std > 0, got shapes {mean.shape} and {std.shape}")
     splits = {k: Split(_normalise(raw, mean, std, dtype), y.copy()) for k, (raw, y) in parts.items()}
 
     checksum = hashlib.md5("".join(f"{n}:{md5s[n]}\n" for n in ALL_FILES).encode()).hexdigest()
@@ -309,7 +323,7 @@ def _check_files_present(folder: Path) -> None:
     if not folder.is_dir():
         raise DataError(
             f"CIFAR-10 folder {folder} does not exist or is not a folder. Set KBN_DATA_DIR "
-            f"(or data_dir=...) to the extracted '{DATASET_FOLDER}' folder."
+            f"(or {say('pass data_dir')}) to the extracted '{DATASET_FOLDER}' folder."
         )
     if missing := [name for name in ALL_FILES if not (folder / name).is_file()]:
         raise DataError(
@@ -407,8 +421,14 @@ def _batch_arrays(batch, path: Path) -> tuple[np.ndarray, np.ndarray]:
         shape = getattr(data, "shape", None)
         raise bad(f"'data' should be a (n, {N_FEATURES}) uint8 array, found "
                   f"{type(data).__name__} of shape {shape} and dtype {getattr(data, 'dtype', None)}")
+    raw_labels = batch[b"labels"]
     try:
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        labels = np.asarray(raw_labels)
+        integral = labels.dtype.kind in "iu" or (labels.dtype == object and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels.flat))
+        if not integral:  # asarray(..., int64) would turn 0.5 or True into a label silently
+            raise TypeError(f"found {labels.dtype} values")
+        labels = labels.astype(np.int64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise bad(f"'labels' are not integers ({exc})") from exc
     if labels.shape != (len(data),):

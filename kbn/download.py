@@ -21,18 +21,19 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, say
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_TAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 DATASET_FOLDER = "cifar-10-batches-py"
 
 _CHUNK = 1 << 20  # 1 MiB: large enough for speed, small enough for a smooth progress bar
-_HINT = (
-    "If this machine cannot download it, fetch {url} elsewhere, extract it, and "
-    "point the KBN_DATA_DIR environment variable at the extracted "
-    f"'{DATASET_FOLDER}' folder (or pass data_dir=... to load_cifar10)."
-)
+
+
+def _hint(url: str) -> str:
+    return (f"If this machine cannot download it, fetch {url} elsewhere, extract it, and "
+            "point the KBN_DATA_DIR environment variable at the extracted "
+            f"'{DATASET_FOLDER}' folder (or {say('pass data_dir')}).")
 
 
 def download_cifar10(
@@ -60,7 +61,7 @@ def download_cifar10(
     except OSError as exc:
         raise DataError(
             f"Cannot create the cache folder {cache_dir} ({exc}). Set KBN_CACHE_DIR "
-            "to a writable folder. " + _HINT.format(url=url)
+            "to a writable folder. " + _hint(url)
         ) from exc
 
     # Temporaries live in cache_dir so the final rename stays on one filesystem.
@@ -74,7 +75,7 @@ def download_cifar10(
             raise DataError(
                 f"The file downloaded from {url} has md5 {actual_md5}, expected {md5}; "
                 "it is corrupted or not the official release. Try again. "
-                + _HINT.format(url=url)
+                + _hint(url)
             )
         tmp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cifar-10-extract-"))
         _safe_extract(tmp_tar, tmp_dir, url)
@@ -82,7 +83,7 @@ def download_cifar10(
         if not extracted.is_dir():
             raise DataError(
                 f"The tarball from {url} has no '{DATASET_FOLDER}' folder; it is not the "
-                "CIFAR-10 python release. " + _HINT.format(url=url)
+                "CIFAR-10 python release. " + _hint(url)
             )
         try:
             os.replace(extracted, target)
@@ -120,7 +121,7 @@ def _stream(url: str, out, progress: bool, timeout: float) -> str:
         reason = exc.reason if type(exc) is urllib.error.URLError else exc
         raise DataError(
             f"Downloading CIFAR-10 from {url} failed ({type(exc).__name__}: {reason}) "
-            f"after {received} bytes. " + _HINT.format(url=url)
+            f"after {received} bytes. " + _hint(url)
         ) from exc
     finally:
         if bar is not None:
@@ -128,7 +129,7 @@ def _stream(url: str, out, progress: bool, timeout: float) -> str:
     if expected is not None and received != expected:
         raise DataError(
             f"Downloading CIFAR-10 from {url} was cut short: received {received} of "
-            f"{expected} bytes. Try again. " + _HINT.format(url=url)
+            f"{expected} bytes. Try again. " + _hint(url)
         )
     return digest.hexdigest()
 
@@ -166,7 +167,7 @@ def _safe_extract(tar_path: Path, dest: Path, url: str) -> None:
                         f"Refusing to extract '{member.name}' from the tarball downloaded "
                         f"from {url}: it is not a plain file or folder inside the target "
                         "folder. The download is not the official CIFAR-10 release. "
-                        + _HINT.format(url=url)
+                        + _hint(url)
                     )
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(dest, members=members, filter="data")
@@ -177,5 +178,5 @@ def _safe_extract(tar_path: Path, dest: Path, url: str) -> None:
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise DataError(
             f"Cannot extract the tarball downloaded from {url} ({type(exc).__name__}: "
-            f"{exc}); it is corrupted or not a .tar.gz file. " + _HINT.format(url=url)
+            f"{exc}); it is corrupted or not a .tar.gz file. " + _hint(url)
         ) from exc

@@ -74,7 +74,7 @@ def test_numpy_scalars_in_history_are_stored_exactly(tmp_path):
 def test_corrupted_file_is_a_miss_with_a_warning_then_replaced(tmp_path, content):
     cache = ResultCache(tmp_path)
     (tmp_path / f"{KEY}.json").write_text(content)
-    with pytest.warns(RuntimeWarning, match="unreadable entry"):
+    with pytest.warns(RuntimeWarning, match="rejected entry .*unreadable or altered"):
         assert cache.get(KEY) is None
     cache.put(KEY, _result())
     with _no_warnings() as w:

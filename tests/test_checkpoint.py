@@ -45,7 +45,7 @@ def test_other_format_version_is_refused(toy_data, tmp_path, monkeypatch):
     result = fit(NetworkConfig(hidden=[4]), SHORT, toy_data)
     monkeypatch.setattr(ckpt, "FORMAT_VERSION", 99)
     path = save_network(result.network, tmp_path / "m.npz")
-    monkeypatch.setattr(ckpt, "FORMAT_VERSION", 1)
+    monkeypatch.undo()
     with pytest.raises(ModelFileError, match="model format 99"):
         load_network(path)
 

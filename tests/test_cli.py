@@ -37,17 +37,27 @@ def test_top_level_help_lists_the_commands():
         assert command in out.stdout
 
 
+def _accuracy(text: str) -> str:
+    return re.search(r"test accuracy (\d+\.\d+) %", text).group(1)
+
+
 @requires_real_data
-def test_train_then_evaluate_the_saved_model(tmp_path):
+def test_train_then_evaluate_the_saved_model_whatever_data_options_it_gets(tmp_path):
     out = kbn("train", *TINY_RUN, "--out", tmp_path)
     assert out.returncode == 0, out.stderr
     for name in ("model.npz", "history.csv", "curves.png", "result.json"):
         assert (tmp_path / name).stat().st_size > 0
-    trained = re.search(r"test accuracy (\d+\.\d+) %", out.stdout).group(1)
-    ev = kbn("evaluate", tmp_path / "model.npz", "--subset", "1000")
-    assert ev.returncode == 0, ev.stderr
-    assert re.search(r"test accuracy (\d+\.\d+) %", ev.stdout).group(1) == trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.npz", "history.csv", "curves.png", "result.json"])  # no temporaries left
+    trained = _accuracy(out.stdout)
     assert float(trained) > 20  # well above chance (10 %) after 80 steps
+    # issue 11, part 5: the model carries its normalisation and its test images, so the
+    # data options given to evaluate (which once renormalised the inputs) change nothing
+    for options in ([], ["--subset", "1000"], ["--subset", "5000"], ["--n-val", "0"],
+                    ["--n-val", "10000", "--subset", "300"]):
+        ev = kbn("evaluate", tmp_path / "model.npz", *options)
+        assert ev.returncode == 0, ev.stderr
+        assert _accuracy(ev.stdout) == trained and "on 1000 images" in ev.stdout, options
 
 
 def test_gradcheck_passes_and_fails_by_threshold():
@@ -61,10 +71,10 @@ def test_gradcheck_passes_and_fails_by_threshold():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--lam", "-1"], "lam=-1.0: the L2 weight must be finite and >= 0"),
-    (["train", "--eta-min", "0.5", "--eta-max", "0.1"], "must not exceed eta_max"),
-    (["train", "--init", "sigma"], "init='sigma' needs a finite sigma > 0"),
-    (["train", "--n-val", "60000"], "n_val must be an int in [0, 50000)"),
+    (["train", "--lam", "-1"], "--lam -1.0: the L2 weight must be finite and >= 0"),
+    (["train", "--eta-min", "0.5", "--eta-max", "0.1"], "--eta-min 0.5: must not exceed --eta-max 0.1"),
+    (["train", "--init", "sigma"], "--init sigma needs --sigma"),
+    (["train", "--n-val", "60000"], "--n-val 60000: must be in [0, 50000)"),
 ])
 def test_bad_values_give_one_clear_line(args, message, tmp_path):
     out = kbn(*args, "--out", tmp_path / "o")
@@ -181,7 +191,7 @@ def test_train_on_a_worker_process_gives_the_same_model(tmp_path):
     pool = kbn("train", *TINY_RUN, "--executor", "process:1", "--out", tmp_path / "pool")
     assert here.returncode == 0 and pool.returncode == 0, pool.stderr
     assert "ProcessExecutor" in pool.stderr or "process" in pool.stderr
-    acc = [re.search(r"test accuracy (\d+\.\d+) %", o.stdout).group(1) for o in (here, pool)]
+    acc = [_accuracy(o.stdout) for o in (here, pool)]
     assert acc[0] == acc[1]
-    ev = kbn("evaluate", tmp_path / "pool" / "model.npz", "--subset", "1000")
-    assert re.search(r"test accuracy (\d+\.\d+) %", ev.stdout).group(1) == acc[0]
+    ev = kbn("evaluate", tmp_path / "pool" / "model.npz")
+    assert _accuracy(ev.stdout) == acc[0]

@@ -361,3 +361,19 @@ def test_real_data_validation_is_end_of_batch_5(real):
     with open(real.source / "data_batch_5", "rb") as f:  # trusted: load_cifar10 verified its md5
         labels = pickle.load(f, encoding="bytes")[b"labels"]
     np.testing.assert_array_equal(real.val.y, labels[-5000:])
+
+
+def test_a_given_normalisation_is_applied_to_every_split(tiny):
+    own = load_tiny(tiny, subset=30)
+    again = load_tiny(tiny, normalisation=(own.mean, own.std), subset=30)
+    for a, b in zip(own[:3], again[:3]):
+        np.testing.assert_array_equal(a.X, b.X)  # bit for bit: the same arithmetic
+    full = load_tiny(tiny)  # other statistics, so other inputs ...
+    assert not np.allclose(full.test.X[:30], own.test.X)
+    imposed = load_tiny(tiny, normalisation=(own.mean, own.std))  # ... unless imposed
+    np.testing.assert_array_equal(imposed.test.X[:30], own.test.X)
+    assert imposed.mean is not full.mean and np.array_equal(imposed.std, own.std)
+    with pytest.raises(ValueError, match="normalisation must be"):
+        load_tiny(tiny, normalisation=(own.mean[:5], own.std[:5]))
+    with pytest.raises(ValueError, match="std > 0"):
+        load_tiny(tiny, normalisation=(own.mean, 0 * own.std))
