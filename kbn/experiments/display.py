@@ -23,7 +23,7 @@ class Table:
 
     def _repr_html_(self) -> str:
         with pd.option_context(*self.OPTIONS):
-            return self.df.to_html(index=False, border=0, classes="dataframe", na_rep="–")
+            return self.df.to_html(index=False, border=0, na_rep="–")
 
     def __repr__(self) -> str:
         with pd.option_context(*self.OPTIONS):
