@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -104,6 +105,13 @@ def jupyter_book_build(root: Path, smoke: bool = True, **env: str | None) -> Bui
     proc = subprocess.run([str(JUPYTER_BOOK), "build", "book/"], cwd=root, env=environ,
                           capture_output=True, text=True, timeout=1800)
     return Build(root, proc.returncode, proc.stdout, proc.stderr)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on: a download server that refuses at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free again once the socket is closed
 
 
 _BUILT: dict[str, Build] = {}  # one build per process, whichever module asks first

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from book_fixtures import CHAPTERS, PROJECT
+from book_fixtures import CHAPTERS, PROJECT, closed_port
 
 from kbn import book
 from kbn.book import BookError, Chapter, Layout, Step
@@ -153,14 +153,9 @@ class _Silent(threading.Thread):
             pass
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_probe_reports_an_unreachable_or_silent_server_within_its_timeout():
-    refused = book.probe(f"http://127.0.0.1:{_closed_port()}/x", timeout=5)
+    refused = book.probe(f"http://127.0.0.1:{closed_port()}/x", timeout=5)
     assert refused and "refused" in refused.lower()
     silent = _Silent()
     silent.start()
@@ -189,7 +184,7 @@ def test_probe_accepts_a_server_that_answers(tmp_path):
 def test_no_data_is_one_message_saying_what_to_set(tmp_path, monkeypatch):
     monkeypatch.delenv("KBN_DATA_DIR", raising=False)
     monkeypatch.setenv("KBN_CACHE_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("KBN_DATA_URL", f"http://127.0.0.1:{_closed_port()}/cifar.tar.gz")
+    monkeypatch.setenv("KBN_DATA_URL", f"http://127.0.0.1:{closed_port()}/cifar.tar.gz")
     with pytest.raises(BookError) as err:
         book.locate_data()
     assert "Set KBN_DATA_DIR to the extracted cifar-10-batches-py folder" in str(err.value)

@@ -8,7 +8,6 @@ import dataclasses
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from book_fixtures import (CHAPTERS, PROJECT, copy_built_book, copy_repo,
+from book_fixtures import (CHAPTERS, PROJECT, closed_port, copy_built_book, copy_repo,
                            jupyter_book_build)
 
 from kbn import report
@@ -130,7 +129,7 @@ def test_front_end_passes_the_exit_code_of_the_build(tmp_path, monkeypatch):
     """`python -m kbn.report` in a copy without data: the build's one message, exit 1."""
     root = copy_repo(tmp_path / "kbn")
     env = {**os.environ, "KBN_CACHE_DIR": str(tmp_path / "empty"),
-           "KBN_DATA_URL": f"http://127.0.0.1:{_closed_port()}/cifar.tar.gz"}
+           "KBN_DATA_URL": f"http://127.0.0.1:{closed_port()}/cifar.tar.gz"}
     env.pop("KBN_DATA_DIR", None)
     proc = subprocess.run([sys.executable, "-c", "import sys; from kbn.report import build; "
                            f"sys.exit(build(smoke=True, root={str(root)!r}))"],
@@ -138,11 +137,6 @@ def test_front_end_passes_the_exit_code_of_the_build(tmp_path, monkeypatch):
     assert proc.returncode == 1
     assert "Set KBN_DATA_DIR to the extracted cifar-10-batches-py folder" in proc.stderr
 
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
 # ---------------------------------------------------------------- jupyter-book build book/
@@ -268,7 +262,7 @@ def test_no_data_fails_at_once_with_one_message(tmp_path):
     message saying what to set, nothing executed or rendered."""
     root = copy_repo(tmp_path / "kbn")
     build = jupyter_book_build(root, KBN_DATA_DIR=None, KBN_CACHE_DIR=str(tmp_path / "empty"),
-                               KBN_DATA_URL=f"http://127.0.0.1:{_closed_port()}/cifar.tar.gz")
+                               KBN_DATA_URL=f"http://127.0.0.1:{closed_port()}/cifar.tar.gz")
     assert build.returncode == 1
     assert build.stderr.count("kbn: the book was not built.") == 1
     assert "Set KBN_DATA_DIR to the extracted cifar-10-batches-py folder" in build.stderr
