@@ -53,6 +53,7 @@ def test_tables_and_figures_are_present(built_book, page):
     for fig in figures:
         img = fig.find("img")
         assert img is not None and img.get("src")
+        assert img.get("alt") and not img["alt"].endswith(".png"), f"{page}: no alt text"
         src = (built_book.html / page).parent / img["src"]
         assert src.resolve().is_file() and src.stat().st_size > 1000, img["src"]
         caption = fig.find("figcaption")
