@@ -1,4 +1,5 @@
 # The two commands of the README: `make report` (build the study) and `make test`.
+# `make report` is `jupyter-book build book/` in .venv (ARGS=--smoke: the quick smoke book).
 # Both create the project's virtual environment in .venv on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-report: $(STAMP)  ## run the four notebooks with papermill, then build the HTML book
+report: $(STAMP)  ## jupyter-book build book/: execute the out-of-date chapters, render the HTML
 	$(PY) -m kbn.report $(ARGS)
 
 test: $(STAMP)  ## the test suite (set KBN_DATA_DIR to include the real-data tests)
@@ -22,5 +23,5 @@ test: $(STAMP)  ## the test suite (set KBN_DATA_DIR to include the real-data tes
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_training.py $(ARGS)
 
-clean:  ## remove the report's outputs (jupyter-book writes _build/ beside _config.yml)
-	rm -rf _build book/_build book/executed book/figures
+clean:  ## remove the book's outputs and the results cache (_build/ is beside _config.yml)
+	rm -rf _build book/_build book/executed

@@ -14,7 +14,8 @@ Where things are:
     kbn.cache      ResultCache: finished trainings on disk, keyed by their full config
     kbn.checkpoint save_network / load_network: trained models as .npz
     kbn.experiments  the four experiments of the report; kbn.plots  their figures
-    kbn.report     runs the notebooks with papermill and builds the book
+    kbn.book       what `jupyter-book build book/` runs first: the out-of-date chapters
+    kbn.report     its front end (make report, kbn report)
     kbn.cli        the `kbn` command
 """
 

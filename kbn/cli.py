@@ -453,12 +453,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import Paths, run
+    from .report import build
 
-    run(smoke=args.smoke, data_dir=args.data_dir, only=args.only, build=not args.no_build,
-        strict=args.strict, progress=not args.no_progress, paths=Paths.default(None),
-        executor=args.executor, cache=args.cache)
-    return 0
+    return build(smoke=args.smoke, data_dir=args.data_dir, executor=args.executor)
 
 
 # ------------------------------------------------------------------ parser and entry point
@@ -533,22 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown by default)")
     p.set_defaults(func=cmd_search)
 
+    from .report import add_arguments as add_report_arguments
+
     p = sub.add_parser("report", formatter_class=fmt,
-                       help="run the four notebooks and build the HTML book (= make report)",
-                       description="Run notebooks/ with papermill into book/executed/, then "
-                                   "build the book with jupyter-book (book/_build/html).")
-    p.add_argument("--smoke", action="store_true", help="a quick, small run (what CI builds)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--only", action="append", metavar="NN",
-                   help="run only these notebooks (01..04); the others keep their executed copies")
-    p.add_argument("--no-build", action="store_true", help="run the notebooks, do not build")
-    p.add_argument("--strict", action="store_true", help="fail the build on any warning")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--executor", default=None,
-                   help="serial, process, process:N or a Dask scheduler address")
-    p.add_argument("--cache", default=True, help="folder of finished trainings (default: "
-                                                  "_build/cache)")
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="train everything")
+                       help="build the book (= jupyter-book build book/ = make report)",
+                       description="Build the book: `jupyter-book build book/` in the project "
+                                   "folder, which executes every out-of-date chapter with "
+                                   "papermill, then renders _build/html.")
+    add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("data", formatter_class=fmt, help="where the data is; verify; download",

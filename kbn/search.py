@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import NetworkConfig, SearchConfig, TrainConfig
 from .runs import DataSpec, TrialSpec, run_trials
-from .trainer import Result, fit
+from .trainer import Result
 
 
 @dataclass
@@ -55,57 +55,40 @@ def fine_range(best_lam: float, cfg: SearchConfig) -> tuple[float, float]:
     return (c - cfg.fine_halfwidth, c + cfg.fine_halfwidth)
 
 
-def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data,
+def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data: DataSpec,
                   search_config: SearchConfig = SearchConfig(), progress: bool = False,
-                  run: Callable[..., Result] | None = None, executor=None,
-                  cache=None) -> SearchResult:
+                  executor=None, cache=None,
+                  run: Callable[[list[TrialSpec], str], list[Result]] | None = None) -> SearchResult:
     """Coarse stage over ``coarse_range``, then a fine stage around the best coarse lambda.
 
     Each trial trains ``train_config`` with its own lambda (same training seed, so trials
     differ only in lambda). The best lambda is the one with the highest *validation*
     accuracy; test accuracy is recorded but never used to choose.
 
-    data: a :class:`kbn.runs.DataSpec` (each stage's trials then run as one batch through
-        :func:`kbn.runs.run_trials`: in parallel on ``executor``, and ``cache``d), or
-        loaded data (a ``kbn.data.CIFAR10`` or any object with train/val/test splits),
-        trained one trial after another in this process.
-    executor, cache: see :func:`kbn.runs.run_trials` (DataSpec only). An executor made
-        here from a string or None serves both stages, then is closed.
-    run: the trainer called for each trial with loaded data, ``run(network_config,
-        train_config, data, progress=..., desc=...)`` (default :func:`kbn.trainer.fit`;
-        tests inject a stand-in). Given with a DataSpec, the data are loaded here and the
-        trials run serially through it.
+    data: the :class:`kbn.runs.DataSpec` every trial trains on. Each stage's trials are
+        one batch of :class:`kbn.runs.TrialSpec`, trained by ``run(specs, desc)``:
+        by default :func:`kbn.runs.run_trials` on ``executor`` (None: env KBN_EXECUTOR,
+        else one process per core; one made here serves both stages) reusing ``cache``.
+        A chapter passes its own recorder (:class:`kbn.experiments.trainings.Trainings`),
+        tests a stand-in trainer.
     """
-    spec_data = isinstance(data, DataSpec)
-    if spec_data and run is not None:
-        data, spec_data = data.load(), False
-    if not spec_data and (executor is not None or cache is not None):
-        raise ValueError("executor= and cache= need the data as a kbn.runs.DataSpec (which "
-                         "workers can load and a cache key can name), not loaded arrays")
-    n_val = data.n_val if spec_data else len(data.val.y)
-    if n_val == 0:
-        raise ValueError("the lambda search chooses on validation accuracy: load data with n_val > 0")
+    if not isinstance(data, DataSpec):
+        raise TypeError(f"lambda_search trains on a kbn.runs.DataSpec, got {type(data).__name__}: "
+                        "describe the data with DataSpec(...) so workers can load it and the "
+                        "cache can name it")
+    if data.n_val == 0:
+        raise ValueError("the lambda search chooses on validation accuracy: use data with n_val > 0")
+    if run is not None and (executor is not None or cache is not None):
+        raise ValueError("give either run= or executor=/cache= (run decides where trials train)")
     rng = np.random.default_rng(search_config.seed)
     trials: list[Trial] = []
 
-    def serial_stage(stage: str, lams: np.ndarray) -> list[Result]:
-        out = []
-        for i, lam in enumerate(lams, start=1):
-            desc = f"{stage} {i}/{len(lams)} lambda={lam:.2e}"
-            out.append((run or fit)(network_config, train_config.replace(lam=float(lam)), data,
-                                    progress=progress, desc=desc))
-        return out
-
-    def batch_stage(stage: str, lams: np.ndarray, ex) -> list[Result]:
-        specs = [TrialSpec(network_config, train_config.replace(lam=float(lam)), data,
-                           label=f"{stage} {i}/{len(lams)} lambda={lam:.2e}")
-                 for i, lam in enumerate(lams, start=1)]
-        return run_trials(specs, executor=ex, cache=cache, progress=progress,
-                          desc=f"{stage} stage")
-
     def search(run_stage) -> SearchResult:
         def stage(name: str, lams: np.ndarray) -> None:
-            for lam, result in zip(lams, run_stage(name, lams)):
+            specs = [TrialSpec(network_config, train_config.replace(lam=float(lam)), data,
+                               label=f"{name} {i}/{len(lams)} lambda={lam:.2e}")
+                     for i, lam in enumerate(lams, start=1)]
+            for lam, result in zip(lams, run_stage(specs, f"{name} stage")):
                 trials.append(Trial(name, float(lam), result))
 
         stage("coarse", sample_lambdas(rng, search_config.coarse_range, search_config.n_coarse))
@@ -114,13 +97,14 @@ def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data
             stage("fine", sample_lambdas(rng, lo_hi, search_config.n_fine))
         return SearchResult(search_config, trials, best_trial(trials))
 
-    if not spec_data:
-        return search(serial_stage)
+    if run is not None:
+        return search(run)
     from .executors import Executor, get_executor
 
     ex = get_executor(executor, n_trials=max(search_config.n_coarse, search_config.n_fine))
     try:
-        return search(lambda name, lams: batch_stage(name, lams, ex))
+        return search(lambda specs, desc: run_trials(specs, executor=ex, cache=cache,
+                                                     progress=progress, desc=desc))
     finally:
         if not isinstance(executor, Executor):
             ex.close()

@@ -1,22 +1,28 @@
-"""The smoke build of the book, shared by the report and HTML tests (and a browser test).
+"""The smoke build of the book, shared by the report, HTML and browser tests.
 
 conftest.py registers this module as a plugin, so a test just asks for the fixture::
 
     def test_something(built_book):
         index = built_book.html / "index.html"
 
-``built_book`` runs the whole report once per test session: the four notebooks with
-papermill (``smoke=True``, real CIFAR-10 from ``KBN_DATA_DIR``), then
-``jupyter-book build --all -W --keep-going``. It builds in a temporary copy of the book
-(``_config.yml``, ``_toc.yml``, ``book/``), so the source ``notebooks/`` and ``book/``
-are never written to. Tests using it are skipped when ``KBN_DATA_DIR`` is unset.
+``built_book`` runs, once per test session, exactly what a user types, in a fresh copy
+of the repository (its files as git lists them, no outputs)::
+
+    KBN_SMOKE=1 jupyter-book build book/
+
+with the real CIFAR-10 from ``KBN_DATA_DIR``. The source tree is never written to.
+Tests that change the book work on their own copy (:func:`copy_built_book`). Tests using
+it are skipped when ``KBN_DATA_DIR`` is unset.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import time
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,56 +31,102 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 CHAPTERS = ("01_gradient_check", "02_bn_ablation", "03_lambda_search", "04_sigma_sensitivity")
 # every page of the book, relative to the HTML root
-PAGES = ("intro.html", *(f"executed/{c}.html" for c in CHAPTERS), "summary.html")
+PAGES = ("intro.html", *(f"executed/{c}.html" for c in CHAPTERS), "summary.html",
+         "provenance.html", "references.html")
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
 
 @dataclass(frozen=True)
-class BuiltBook:
-    root: Path  # the temporary copy: _config.yml, _toc.yml, book/
-    html: Path  # root/_build/html, the built site
-    executed: Path  # root/book/executed, the executed notebooks (+ results/*.json)
-    seconds: float  # wall time of the smoke report (notebooks + build)
+class Build:
+    """One run of ``jupyter-book build book/`` in ``root``."""
 
-    def page(self, name: str) -> Path:
-        return self.html / name
+    root: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def html(self) -> Path:
+        return self.root / "_build" / "html"
+
+    @property
+    def executed(self) -> Path:
+        return self.root / "book" / "executed"
+
+    def record(self) -> dict:
+        """book/executed/build.json: what the build executed and why."""
+        return json.loads((self.executed / "build.json").read_text())
+
+    def executed_now(self) -> list[str]:
+        return [c["name"] for c in self.record()["chapters"]
+                if c["status"] == "executed in this build"]
 
 
-def copy_book(dest: Path) -> Path:
-    """Copy the book's sources (not its outputs) to ``dest``; return ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(PROJECT / name, dest / name)
-    shutil.copytree(PROJECT / "book", dest / "book", symlinks=True,
-                    ignore=shutil.ignore_patterns("_build", "executed", "figures", "__pycache__"))
+BuiltBook = Build
+
+
+def copy_repo(dest: Path) -> Path:
+    """A fresh copy of the repository at ``dest``: the files git tracks or would track
+    (no .venv, no _build, no executed notebooks), as a clone has them."""
+    try:
+        listed = subprocess.run(["git", "-C", str(PROJECT), "ls-files", "-co", "--exclude-standard"],
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        listed = [str(p.relative_to(PROJECT)) for p in PROJECT.rglob("*")
+                  if p.is_file() and not {".venv", "_build", "executed", ".git"} & set(p.parts)]
+    for name in listed:
+        src = PROJECT / name
+        if not (src.exists() or src.is_symlink()):  # deleted, not yet committed
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            target.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, target)
     return dest
 
 
-def build_smoke_book(dest: Path) -> BuiltBook:
-    """Run ``kbn.report`` in smoke + strict mode in a copy of the book at ``dest``."""
-    from kbn.report import Paths, run
-
-    copy_book(dest)
-    paths = Paths(dest, PROJECT / "notebooks")
-    t0 = time.perf_counter()
-    run(smoke=True, strict=True, progress=False, paths=paths)
-    return BuiltBook(dest, paths.html, paths.executed, time.perf_counter() - t0)
+def copy_built_book(book: Build, dest: Path) -> Path:
+    """A copy of a built book (sources, executed chapters, results cache and HTML)."""
+    shutil.copytree(book.root, dest, symlinks=True)
+    return dest
 
 
-_BUILT: dict[str, object] = {}  # one build per process, whichever module asks first
+def jupyter_book_build(root: Path, smoke: bool = True, **env: str | None) -> Build:
+    """``jupyter-book build book/`` in ``root`` (KBN_SMOKE=1 unless ``smoke`` is False);
+    ``env`` sets (or, given None, removes) environment variables."""
+    environ = {**os.environ, "KBN_SMOKE": "1" if smoke else "0"}
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    proc = subprocess.run([str(JUPYTER_BOOK), "build", "book/"], cwd=root, env=environ,
+                          capture_output=True, text=True, timeout=1800)
+    return Build(root, proc.returncode, proc.stdout, proc.stderr)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on: a download server that refuses at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free again once the socket is closed
+
+
+_BUILT: dict[str, Build] = {}  # one build per process, whichever module asks first
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory) -> BuiltBook:
+def built_book(tmp_path_factory) -> Build:
     """The smoke-built book (see the module docstring); skipped without KBN_DATA_DIR."""
     if not os.environ.get("KBN_DATA_DIR"):
         pytest.skip("set KBN_DATA_DIR to the cifar-10-batches-py folder to build the book")
     if "book" not in _BUILT:
-        from kbn.report import ReportError
-
-        try:
-            _BUILT["book"] = build_smoke_book(tmp_path_factory.mktemp("book"))
-        except ReportError as exc:
-            _BUILT["book"] = exc
-    if isinstance(_BUILT["book"], Exception):
-        pytest.fail(f"the smoke report failed: {_BUILT['book']}", pytrace=False)
-    return _BUILT["book"]
+        root = copy_repo(tmp_path_factory.mktemp("book") / "kbn")
+        _BUILT["book"] = jupyter_book_build(root)
+    book = _BUILT["book"]
+    if book.returncode != 0:
+        pytest.fail(f"`KBN_SMOKE=1 jupyter-book build book/` failed (exit {book.returncode}):\n"
+                    f"{book.stderr[-4000:]}", pytrace=False)
+    return book

@@ -18,6 +18,8 @@ EXPECTED = {
     "executed/03_lambda_search.html": (3, 1),  # Tables 3 and 4, the chosen lambda over seeds; plot
     "executed/04_sigma_sensitivity.html": (2, 2),  # Table 5, all runs; 3- and 9-layer curves
     "summary.html": (1, 0),
+    "provenance.html": (2, 0),  # the chapters of this build, its environment
+    "references.html": (0, 0),
 }
 CAPTIONS = {  # words each chapter's own table captions must show
     "executed/01_gradient_check.html": ["Table 1."],
@@ -51,6 +53,7 @@ def test_tables_and_figures_are_present(built_book, page):
     for fig in figures:
         img = fig.find("img")
         assert img is not None and img.get("src")
+        assert img.get("alt") and not img["alt"].endswith(".png"), f"{page}: no alt text"
         src = (built_book.html / page).parent / img["src"]
         assert src.resolve().is_file() and src.stat().st_size > 1000, img["src"]
         caption = fig.find("figcaption")
@@ -73,7 +76,7 @@ def test_no_error_text(built_book, page):
     assert hit is None, f"{page}: {text[max(0, hit.start() - 200):hit.end() + 200]!r}"
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if p != "intro.html"])
+@pytest.mark.parametrize("page", [p for p in PAGES if p.startswith("executed/") or p == "summary.html"])
 def test_glued_values_are_filled_in(built_book, page):
     spans = article(built_book.html, page).find_all("span", class_="pasted-text")
     assert spans, f"{page}: no glued values"
@@ -109,3 +112,61 @@ def test_summary_sets_each_reference_value_beside_ours(built_book):
     originals = [_number(tr.find_all("td")[2].get_text()) for tr in table.find("tbody").find_all("tr")]
     for key, value in REFERENCE.items():
         assert any(math.isclose(value, o, rel_tol=0.02) for o in originals), key
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_tables_have_no_row_numbers(built_book, page):
+    """No pandas index: every header cell names a column, no row starts with a number
+    header (<th>0</th>) the way DataFrame._repr_html_ writes one."""
+    for table in article(built_book.html, page).find_all("table"):
+        heads = [th.get_text(strip=True) for th in table.find("thead").find_all("th")]
+        assert all(heads), f"{page}: an unnamed column {heads}"
+        assert not table.find("tbody").find_all("th"), f"{page}: row headers (an index)"
+
+
+def test_no_file_of_the_site_contains_a_path_of_the_build_machine(built_book):
+    """Not the build folder, not the source tree kbn runs from, in any page, notebook
+    source or data file of the site."""
+    from book_fixtures import PROJECT
+
+    paths = {str(built_book.root), str(built_book.root.resolve()), str(PROJECT)}
+    hits = []
+    for f in built_book.html.rglob("*"):
+        if f.is_file() and "mathjax" not in f.parts and f.suffix in (
+                ".html", ".ipynb", ".txt", ".js", ".csv", ".json", ".md"):
+            text = f.read_text(encoding="utf-8", errors="replace")
+            hits += [f"{f.relative_to(built_book.html)}: {p}" for p in paths if p in text]
+    assert not hits
+
+
+def test_citations_link_to_the_references(built_book):
+    refs = article(built_book.html, "references.html")
+    entries = refs.find_all(["dt", "div", "li"], id=True)
+    text = refs.get_text(" ")
+    for author in ("Ioffe", "Smith", "He", "Glorot", "Krizhevsky", "DD2424"):
+        assert author in text, author
+    assert entries
+    for page in ("intro.html", "executed/04_sigma_sensitivity.html"):
+        links = [a["href"] for a in article(built_book.html, page).find_all("a", href=True)
+                 if "references.html#" in a["href"]]
+        assert links, f"{page}: no citation"
+
+
+def test_the_provenance_page_shows_what_ran_and_links_the_data(built_book):
+    doc = article(built_book.html, "provenance.html")
+    chapters, environment = doc.find_all("table")
+    rows = chapters.find("tbody").find_all("tr")
+    assert [r.find("td").get_text(strip=True) for r in rows] == list(
+        p.split("/")[1].removesuffix(".html") for p in PAGES if p.startswith("executed/"))
+    for r in rows:
+        assert "executed in this build" in r.get_text() and r.find("a", href=True)
+    text = environment.get_text(" ")
+    for word in ("kbn", "numpy", "BLAS", "checksum", "cores", "smoke build"):
+        assert word in text, word
+    record = built_book.record()
+    assert record["data_checksum"] in text and record["environment"]["numpy"] in text
+    downloads = {a.get_text(strip=True): a["href"] for a in doc.find_all("a", href=True)
+                 if a["href"].endswith(".csv")}
+    assert set(downloads) == {"runs.csv", "histories.csv"}
+    for href in downloads.values():
+        assert (built_book.html / href).stat().st_size > 100

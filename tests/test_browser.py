@@ -1,5 +1,7 @@
-"""Opens the smoke-built book in headless Chromium: every chapter's figures load, no page
-shows error text, and the browser logs no error for our pages.
+"""Opens the smoke-built book in headless Chromium with no network but the book's own
+server: equations are typeset by the MathJax the site serves, every chapter's figures
+load, no page shows error text or loads anything from elsewhere, and the browser logs no
+error for our pages.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped
 with a reason when they are missing, like the other tests that need the real data.
@@ -52,10 +54,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    # the flags this machine's closed network needs (no background connections)
+    # no background connections, and no network at all: every host name but the book's
+    # server (127.0.0.1) fails to resolve, so a CDN cannot stand in for the site's own files
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"):
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"):
         options.add_argument(flag)
     profile = tempfile.mkdtemp(prefix="kbn-chromium-")
     options.add_argument(f"--user-data-dir={profile}")
@@ -102,3 +107,43 @@ def test_chapters_have_their_figures(browser, site):
             "return document.querySelectorAll('main figure img').length;")
     for chapter in ("02_bn_ablation", "03_lambda_search", "04_sigma_sensitivity"):
         assert counts[f"executed/{chapter}.html"] >= 1, counts
+
+
+MATH_PAGES = ("intro.html", "executed/01_gradient_check.html", "executed/02_bn_ablation.html")
+
+
+def _typeset(browser):
+    """Wait for MathJax (the site's copy) to finish; the number of typeset formulas (0 on
+    a page without math, where Sphinx loads no MathJax)."""
+    browser.set_script_timeout(60)
+    return browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "if (!document.querySelector('script[src*=\"mathjax\"]')) { done(0); return; }"
+        "const wait = () => (window.MathJax && MathJax.startup && MathJax.startup.promise)"
+        "  ? MathJax.startup.promise.then(() => done(document.querySelectorAll("
+        "      'mjx-container').length))"
+        "  : setTimeout(wait, 100);"
+        "wait();")
+
+
+@pytest.mark.parametrize("page", MATH_PAGES)
+def test_equations_are_typeset_offline(browser, site, page):
+    _load(browser, f"{site}/{page}")
+    n = _typeset(browser)
+    assert n > 5, f"{page}: {n} typeset formulas"
+    text = browser.execute_script("return document.querySelector('main').innerText;")
+    for raw in ("\\(", "\\)", "$$", "\\frac", "\\lambda"):
+        assert raw not in text, f"{page} shows raw LaTeX {raw!r}"
+    mathjax = browser.execute_script(
+        "return Array.from(document.scripts).map(s => s.src).filter(s => /mathjax/i.test(s));")
+    assert mathjax and all(src.startswith(site) for src in mathjax), mathjax
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_nothing_is_loaded_from_outside_the_site(browser, site, page):
+    _load(browser, f"{site}/{page}")
+    _typeset(browser)
+    outside = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => !n.startsWith(arguments[0]) && !n.startsWith('data:'));", site)
+    assert not outside, f"{page} requested {outside}"

@@ -8,17 +8,27 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from trial_fixtures import tiny_data_spec
 
 from kbn import NetworkConfig, SearchConfig, TrainConfig
 from kbn.experiments import bn_ablation as ab
-from kbn.experiments import common
 from kbn.experiments import gradient_check as gc
 from kbn.experiments import lambda_search as ls
+from kbn.experiments import recipe, results
 from kbn.experiments import sigma_sensitivity as ss
-from kbn.experiments import tables
+from kbn.experiments import stats as tables
+from kbn.experiments.display import Table, plain, run_note
 from kbn.experiments.reference import DESCRIPTION, REFERENCE
+from kbn.experiments.trainings import Trainings
+from kbn.search import lambda_search
 
 TINY = TrainConfig(n_batch=50, n_s=10, n_cycles=1, evals_per_cycle=2, lam=1e-3)
+
+
+@pytest.fixture
+def trainings(tmp_path):
+    """Every training of a test through one recorder, on the tiny CIFAR-10 stand-in."""
+    return Trainings(tiny_data_spec(tmp_path), executor="serial", progress=False)
 
 
 # ---------------------------------------------------------------- reference values
@@ -84,39 +94,44 @@ def test_difference_of_means_welch():
     assert tables.difference_of_means(1, 0.1, 1, 0, 0.1, 3)["beyond_noise"] is None
 
 
-# ---------------------------------------------------------------- common
+# ---------------------------------------------------------------- results, recipe, display
 def test_to_jsonable_and_results_roundtrip(tmp_path):
     payload = {"a": np.float32(1.5), "b": np.int64(3), "c": float("nan"), "d": np.arange(3),
                "e": pd.DataFrame({"x": [1.0, np.nan]}), "cfg": TrainConfig(),
                "net": NetworkConfig(hidden=(5,)), "flag": np.bool_(True), "p": tmp_path}
-    path = common.write_results(tmp_path, "x", payload)
+    path = results.write_results(tmp_path, "x", payload)
     back = json.loads(path.read_text())  # strict JSON: NaN became null
     assert back["a"] == 1.5 and back["b"] == 3 and back["c"] is None and back["d"] == [0, 1, 2]
     assert back["e"] == [{"x": 1.0}, {"x": None}]
     assert TrainConfig.from_dict(back["cfg"]) == TrainConfig()
     assert back["net"]["hidden"] == [5] and back["flag"] is True
-    assert common.read_results(tmp_path, "x") == back
-    assert common.read_results(tmp_path, "missing") is None
+    assert results.read_results(tmp_path, "x") == back
+    assert results.read_results(tmp_path, "missing") is None
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, no temporary left
 
 
 def test_train_config_smoke_and_overrides():
-    full = common.train_config({"lam": 0.01})
+    full = recipe.train_config({"lam": 0.01})
     assert full == TrainConfig(lam=0.01)
-    smoke = common.train_config({"lam": 0.01}, smoke=True)
+    smoke = recipe.train_config({"lam": 0.01}, smoke=True)
     assert smoke.lam == 0.01 and smoke.n_steps < full.n_steps / 50
     with pytest.raises(ValueError, match="unknown"):
-        common.train_config({"lambda": 0.01})
-
-
-def test_resolve_dirs_creates_given_folders(tmp_path):
-    fig, res = common.resolve_dirs(tmp_path / "f", tmp_path / "r")
-    assert fig.is_dir() and res.is_dir() and fig.is_absolute()
+        recipe.train_config({"lambda": 0.01})
 
 
 def test_plain_converts_numpy_scalars():
-    assert type(common.plain(np.float64(1.0))) is float
-    assert type(common.plain(np.int32(2))) is int
-    assert common.plain("x") == "x"
+    assert type(plain(np.float64(1.0))) is float
+    assert type(plain(np.int32(2))) is int
+    assert plain("x") == "x"
+
+
+def test_tables_show_no_index():
+    df = pd.DataFrame({"network": ["3-layer", "9-layer"], "acc": [53.123456, np.nan]})
+    html = Table(df)._repr_html_()
+    assert "<th>network</th>" in html and "<th></th>" not in html
+    assert html.count("<tr") == 3 and "<td>0</td>" not in html and "<th>0</th>" not in html
+    assert "53.1235" in html and "–" in html  # 4 decimals, NaN shown as a dash
+    assert repr(Table(df)).splitlines()[0].split() == ["network", "acc"]
 
 
 # ---------------------------------------------------------------- gradient check
@@ -160,9 +175,9 @@ def test_gradient_check_grid_summary_and_display(check_data):
 
 
 # ---------------------------------------------------------------- BN ablation
-def test_ablation_runs_summary_and_table(toy_data):
+def test_ablation_runs_summary_and_table(trainings):
     archs = {"3-layer": [8, 8], "4-layer": [8, 6, 6]}
-    runs, results = ab.run_ablation(toy_data, archs, [0, 1], TINY)
+    runs, results = ab.run_ablation(trainings, archs, [0, 1], TINY)
     assert len(runs) == len(results) == 2 * 2 * 2
     assert set(runs.columns) >= {"architecture", "n_layers", "batch_norm", "seed",
                                  "test_accuracy", "val_accuracy", "wall_time", "diverged"}
@@ -187,9 +202,9 @@ def test_ablation_runs_summary_and_table(toy_data):
 
 
 # ---------------------------------------------------------------- lambda search
-def test_lambda_search_tables_choose_on_validation(toy_data):
-    search = ls.run_search(toy_data, NetworkConfig(hidden=(8,)), TINY,
-                           SearchConfig(n_coarse=3, n_fine=2, seed=1))
+def test_lambda_search_tables_choose_on_validation(trainings):
+    search = lambda_search(NetworkConfig(hidden=(8,)), TINY, trainings.data,
+                           SearchConfig(n_coarse=3, n_fine=2, seed=1), run=trainings.run)
     trials = ls.trials_table(search)
     assert list(trials["stage"]) == ["coarse"] * 3 + ["fine"] * 2
     assert list(trials["trial"]) == [1, 2, 3, 1, 2]
@@ -203,24 +218,29 @@ def test_lambda_search_tables_choose_on_validation(toy_data):
     assert lams == sorted(lams)
     rng = ls.search_range(search)
     assert rng["coarse_range"] == [-5.0, -1.0] and len(rng["fine_range"]) == 2
-    final = ls.confirm(toy_data, NetworkConfig(hidden=(8,)), TINY, search.best.lam, [0, 1],
+    final = ls.confirm(trainings, NetworkConfig(hidden=(8,)), TINY, search.best.lam, [0, 1],
                        search.best.result)
     assert list(final["seed"]) == [0, 1]
     assert final.iloc[0]["test_accuracy"] == pytest.approx(100 * search.best.result.test_accuracy)
+    assert trainings.n_runs == 5 + 1  # the search trial is reused for seed 0, not retrained
 
 
-def test_chosen_lambda_reads_results_or_falls_back(tmp_path):
-    assert ls.chosen_lambda(tmp_path, 0.005) == (0.005, "the default (no λ-search results found)")
-    common.write_results(tmp_path, ls.RESULTS_NAME, {"smoke": False, "best": {"lambda": 0.0031}})
-    lam, source = ls.chosen_lambda(tmp_path, 0.005)
-    assert lam == 0.0031 and "validation" in source
+def test_chosen_lambda_reads_results_of_the_same_mode_or_falls_back(tmp_path):
+    lam, source = ls.chosen_lambda(tmp_path, 0.005, smoke=False)
+    assert lam == 0.005 and "no λ-search results" in source and str(tmp_path) in source
+    results.write_results(tmp_path, ls.NAME, {"smoke": False, "best": {"lambda": 0.0031}})
+    lam, source = ls.chosen_lambda(tmp_path, 0.005, smoke=False)
+    assert lam == 0.0031 and "validation" in source and "lambda_search.json" in source
+    # a smoke run's lambda never feeds a full run (and the other way round)
+    lam, source = ls.chosen_lambda(tmp_path, 0.005, smoke=True)
+    assert lam == 0.005 and "a full run" in source
 
 
 # ---------------------------------------------------------------- sigma sensitivity
-def test_sigma_grid_tables(toy_data):
+def test_sigma_grid_tables(trainings):
     inits = ss.inits([1e-1, 1e-4], ["he"])
     assert [ss.init_label(**i) for i in inits] == ["σ = 1e-01", "σ = 1e-04", "He"]
-    runs, results = ss.run_sigma_grid(toy_data, {"3-layer": [8, 8]}, inits, [0], TINY)
+    runs, results = ss.run_sigma_grid(trainings, {"3-layer": [8, 8]}, inits, [0], TINY)
     assert len(runs) == 3 * 2
     s = ss.summarise(runs)
     t = ss.display_table(s)
@@ -261,9 +281,9 @@ def test_gradient_check_key_values(check_data):
     assert "kink" in v["gc_kink_note"]
 
 
-def test_ablation_key_values(toy_data):
+def test_ablation_key_values(trainings):
     archs = {"3-layer": [8, 8], "9-layer": [6] * 8}
-    runs, _ = ab.run_ablation(toy_data, archs, [0, 1], TINY)
+    runs, _ = ab.run_ablation(trainings, archs, [0, 1], TINY)
     v = ab.key_values(ab.summarise(runs), archs, [0, 1])
     for key in ("ablation_3_nobn", "ablation_3_bn", "ablation_9_nobn", "ablation_9_bn"):
         assert v[f"{key}_ref"] == REFERENCE[key]
@@ -274,11 +294,12 @@ def test_ablation_key_values(toy_data):
     assert "depth_verdict" in v and v["n_seeds"] == 2 and v["seeds_text"] == "0, 1"
 
 
-def test_lambda_key_values(toy_data):
+def test_lambda_key_values(trainings):
     net = NetworkConfig(hidden=(8,))
-    search = ls.run_search(toy_data, net, TINY, SearchConfig(n_coarse=3, n_fine=2))
+    search = lambda_search(net, TINY, trainings.data, SearchConfig(n_coarse=3, n_fine=2),
+                           run=trainings.run)
     trials = ls.trials_table(search)
-    final = ls.confirm(toy_data, net, TINY, search.best.lam, [0, 1], search.best.result)
+    final = ls.confirm(trainings, net, TINY, search.best.lam, [0, 1], search.best.result)
     v = ls.key_values(search, trials, final)
     assert v["best_lambda"] == search.best.lam and v["n_coarse"] == 3 and v["n_fine"] == 2
     assert v["best_lambda_ref"] == REFERENCE["best_lambda"]
@@ -288,14 +309,16 @@ def test_lambda_key_values(toy_data):
     assert "fine-search range" in v["best_lambda_verdict"] and v["flatness_note"]
 
 
-def test_sigma_key_values_and_ablation_noise(toy_data):
+def test_sigma_key_values_and_ablation_noise(trainings):
     archs = {"3-layer": [8, 8], "9-layer": [6] * 8}
-    runs, _ = ss.run_sigma_grid(toy_data, archs, ss.inits([1e-1, 1e-4], ["he", "xavier"]), [0], TINY)
-    saved = {"summary": [{"architecture": "3-layer", "batch_norm": True, "std": 0.5, "n": 3},
+    runs, _ = ss.run_sigma_grid(trainings, archs, ss.inits([1e-1, 1e-4], ["he", "xavier"]), [0],
+                                TINY)
+    saved = {"smoke": False, "summary": [{"architecture": "3-layer", "batch_norm": True, "std": 0.5, "n": 3},
                          {"architecture": "3-layer", "batch_norm": False, "std": 0.4, "n": 3},
                          {"architecture": "9-layer", "batch_norm": True, "std": 9.0, "n": 3}]}
     noise = ss.ablation_noise(saved)
     assert noise == {True: (0.5, 3), False: (0.4, 3)} and ss.ablation_noise(None) == {}
+    assert ss.ablation_noise(saved, smoke=True) == {}  # a full run's spread: not for a smoke run
     v = ss.key_values(ss.summarise(runs), [0], 0.003, "test", noise)
     assert v["sigma_1e-4_bn_ref"] == 53.0 and v["sigma_1e-4_nobn_ref"] == 10.0
     assert v["sigma_1e-4_bn_spread"] == "1 run" and "noise" in v["sigma_1e-4_bn_verdict"]
@@ -305,13 +328,13 @@ def test_sigma_key_values_and_ablation_noise(toy_data):
 
 
 def test_recipe_table_and_run_note(toy_data):
-    t = common.recipe_table(TrainConfig(), toy_data)
+    t = recipe.recipe_table(TrainConfig(), toy_data)
     assert list(t.columns) == ["setting", "value"]
     d = dict(zip(t["setting"], t["value"]))
     assert d["batch size"] == "100" and d["L2 weight λ"] == "0.005" and d["images"].startswith("1,000 train")
     assert d["half-cycle n_s"] == "2250 update steps" and d["initialisation"].startswith("He")
-    assert common.run_note(True, toy_data, 1.0).startswith("SMOKE RUN on 1,000")
-    assert common.run_note(False, toy_data, 12.3, "x") == "full run on 1,000 training images, x, 12 s"
+    assert run_note(True, 1000, 1.0).startswith("SMOKE RUN on 1,000")
+    assert run_note(False, 1000, 12.3, "x") == "full run on 1,000 training images, x, 12 s"
 
 
 def _ablation_summary(m3, s3, m9, s9, n=3):
@@ -335,27 +358,105 @@ def test_depth_verdict_cases():
     assert "much less dependent on the seed" in v["depth_verdict"]
 
 
-def test_runs_through_kbn_runs_with_a_cache(tmp_path):
-    """With a DataSpec the grid goes through kbn.runs.run_trials; a cache serves repeats."""
-    from cifar_fixtures import md5_table, write_tiny_cifar10
-
-    from kbn.runs import DataSpec
-
-    folder = write_tiny_cifar10(tmp_path, n_per_batch=20)
-    spec = DataSpec(data_dir=str(folder), n_val=20, expected_md5=md5_table(folder))
+def test_trainings_reuse_the_cache_and_record_every_run(tmp_path):
+    """Every training goes through kbn.runs.run_trials; a cache serves repeats, and the
+    record says which runs came from it."""
+    spec = tiny_data_spec(tmp_path)
     archs = {"3-layer": [8, 8]}
-    cfg = TINY.replace(n_batch=20)
-    runs, results = ab.run_ablation(spec, archs, [0, 1], cfg, executor="serial",
-                                    cache=tmp_path / "cache")
-    assert len(runs) == 4 and all(r.network is None for r in results)
-    again, _ = ab.run_ablation(spec, archs, [0, 1], cfg, executor="serial", cache=tmp_path / "cache")
-    pd.testing.assert_frame_equal(runs, again)  # served from the cache: same wall times too
-    loaded, _ = ab.run_ablation(spec.load(), archs, [0, 1], cfg)  # loaded data: in this process
-    assert list(loaded["test_accuracy"]) == list(runs["test_accuracy"])
-    with pytest.raises(ValueError, match="DataSpec"):
-        ab.run_ablation(spec.load(), archs, [0], cfg, executor="serial")
+    first = Trainings(spec, executor="serial", cache=tmp_path / "cache", progress=False)
+    runs, res = ab.run_ablation(first, archs, [0, 1], TINY)
+    assert len(runs) == 4 and all(r.network is None for r in res)
+    assert first.summary()["n_runs"] == 4 and first.n_cached == 0
+    again = Trainings(spec, executor="serial", cache=tmp_path / "cache", progress=False)
+    runs2, _ = ab.run_ablation(again, archs, [0, 1], TINY)
+    pd.testing.assert_frame_equal(runs, runs2)  # served from the cache: same wall times too
+    assert again.n_cached == 4
+    table = again.runs_table("bn_ablation")
+    assert list(table["from_cache"]) == [True] * 4 and list(table["run"])[0] == "bn_ablation:1"
+    assert set(table.columns) >= {"chapter", "hidden", "batch_norm", "init", "sigma", "n_batch",
+                                  "eta_min", "eta_max", "n_s", "lam", "seed", "dtype",
+                                  "data_subset", "final_train_accuracy", "final_val_loss",
+                                  "test_accuracy", "diverged", "wall_time", "cache_key"}
+    assert list(table["cache_key"]) == [s.key(spec.checksum()) for s in
+                                        (rec.spec for rec in again.records)]
+    assert table["test_accuracy"].tolist() == pytest.approx(runs["test_accuracy"] / 100)
+    long = again.histories_table("bn_ablation")
+    n_points = len(res[0].history["step"])
+    assert len(long) == 4 * n_points * 2 * 3  # runs x points x splits x metrics
+    one = long[(long["run"] == "bn_ablation:1") & (long["split"] == "val")
+               & (long["metric"] == "accuracy")]
+    assert one["value"].tolist() == pytest.approx(res[0].history["val_accuracy"])
 
 
 def test_data_spec_smoke_subset():
-    assert common.data_spec(smoke=True).subset == common.SMOKE_SUBSET
-    assert common.data_spec("/x").data_dir == "/x" and common.data_spec().subset is None
+    assert recipe.data_spec(smoke=True).subset == recipe.SMOKE_SUBSET
+    assert recipe.data_spec("/x").data_dir == "/x" and recipe.data_spec().subset is None
+
+
+# ---------------------------------------------------------------- notebook parameters
+from kbn.experiments.parameters import ParameterError  # noqa: E402
+
+CHAPTER_MODULES = (gc, ab, ls, ss)
+
+
+@pytest.mark.parametrize("chapter", CHAPTER_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_defaults_are_valid_and_an_unknown_name_is_refused(chapter):
+    chapter.Parameters.from_values()  # the defaults pass their own checks
+    with pytest.raises(ParameterError, match=r"unknown parameter 'n_seeds'.*the parameters are: data_dir"):
+        chapter.Parameters.from_values(n_seeds=5)
+
+
+@pytest.mark.parametrize("chapter, name, value, message", [
+    (gc, "n_samples", "20", "expected an int"),
+    (gc, "h", None, "expected a number"),
+    (ab, "seeds", 3, 'give lists and dicts as YAML, e.g. -y "seeds: '),
+    (ab, "smoke", 1, "expected a bool"),
+    (ab, "architectures", {"3-layer": [50, "50"]}, "a dict of a string -> a list of ints"),
+    (ls, "coarse_range", [-5.0], "a pair of numbers"),
+    (ss, "lam", "auto", "expected a number or None"),
+    (ss, "extra_inits", "he", "a list of strings"),
+])
+def test_a_wrong_type_names_the_parameter(chapter, name, value, message):
+    with pytest.raises(ParameterError, match=f"parameter {name}=") as err:
+        chapter.Parameters.from_values(**{name: value})
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("chapter, name, value, message", [
+    (gc, "n_samples", 1, "BN needs a batch"),
+    (gc, "dims", 5000, "1..3072"),
+    (gc, "architectures", {"x": []}, "positive widths"),
+    (ab, "seeds", [], "non-empty list"),
+    (ab, "seeds", [1, 1], "distinct"),
+    (ab, "n_s", 0, "TrainConfig.n_s=0"),
+    (ab, "eta_min", 1.0, "must not exceed eta_max"),
+    (ab, "dtype", "float16", "float32"),
+    (ab, "executor", "proces", "give None or"),
+    (ls, "n_coarse", 0, "at least one trial"),
+    (ls, "fine_halfwidth", -1.0, "must be > 0"),
+    (ls, "final_seeds", [-1], "seeds >= 0"),
+    (ss, "sigmas", [0.0], "every σ must be > 0"),
+    (ss, "extra_inits", ["lecun"], "choose from"),
+    (ss, "lam", -0.1, "must be >= 0"),
+])
+def test_an_invalid_value_names_the_parameter(chapter, name, value, message):
+    with pytest.raises(ParameterError, match=f"parameter {name}") as err:
+        chapter.Parameters.from_values(**{name: value})
+    assert message in str(err.value)
+
+
+def test_values_are_normalised():
+    p = ab.Parameters.from_values(seeds=[3, 4], lam=1, architectures={"a": [5, 6]})
+    assert p.seeds == (3, 4) and p.lam == 1.0 and isinstance(p.lam, float)
+    assert p.architectures == {"a": (5, 6)}
+    assert p.train_config(lam=p.lam) == TrainConfig(lam=1.0)
+    assert ab.Parameters.from_values(smoke=True).train_config().n_s == recipe.SMOKE_TRAIN["n_s"]
+
+
+def test_from_notebook_takes_the_notebook_variables_only():
+    namespace = {"__name__": "__main__", "_i1": "x", "In": [], "json": json,
+                 "out": object(), "chapter": ab, "smoke": True, "seeds": [7]}
+    p = ab.Parameters.from_notebook(namespace)
+    assert p.smoke is True and p.seeds == (7,)
+    with pytest.raises(ParameterError, match="unknown parameter 'seed'"):
+        ab.Parameters.from_notebook({**namespace, "seed": 1})  # a typo papermill would inject

@@ -172,14 +172,14 @@ def test_search_on_a_data_spec_is_cached(data, tmp_path, fit_calls):
     b = lambda_search(NET, TRAIN, data, SEARCH, executor="serial", cache=tmp_path)
     assert len(fit_calls) == n  # nothing re-trained
     assert [t.lam for t in a.trials] == [t.lam for t in b.trials] and a.best.lam == b.best.lam
-    # and the loaded-data path (serial, no cache) finds the same
-    c = lambda_search(NET, TRAIN, data.load(), SEARCH)
+    # and without a cache (serial) it finds the same
+    c = lambda_search(NET, TRAIN, data, SEARCH, executor="serial")
     assert [t.lam for t in c.trials] == [t.lam for t in a.trials]
     assert all(results_equal(x.result, y.result) for x, y in zip(a.trials, c.trials))
 
 
 def test_cache_and_executor_need_a_data_spec(data):
-    with pytest.raises(ValueError, match="DataSpec"):
+    with pytest.raises(TypeError, match="DataSpec"):  # loaded arrays: no second path
         lambda_search(NET, TRAIN, data.load(), SEARCH, cache=True)
     with pytest.raises(ValueError, match="n_val > 0"):
         lambda_search(NET, TRAIN, DataSpec(n_val=0), SEARCH)

@@ -1,11 +1,15 @@
-"""The study's experiments, one small module each, so the notebooks stay thin.
+"""The study's chapters, one module each, so the notebooks stay thin.
 
-Each module runs one experiment through :mod:`kbn` and returns tidy pandas DataFrames
-(one row per run or per parameter) plus the raw :class:`kbn.trainer.Result` objects for
-plots. Shared helpers: :mod:`.common` (data, smoke recipe, progress, paths, JSON, glue),
-:mod:`.tables` (mean +- std, comparisons with the original), :mod:`.reference` (the
-original report's numbers, in one place).
+A chapter module (``gradient_check``, ``bn_ablation``, ``lambda_search``,
+``sigma_sensitivity``) is named after its notebook (``notebooks/NN_<module>.ipynb``) and
+has ``Parameters`` (the notebook's parameters cell, checked), ``DEPENDS_ON`` (the chapters
+whose results it reads) and ``run(params) -> ChapterOutput`` (tables, figures, glued
+values, its trainings). A new chapter is a notebook, a module here and a ToC entry.
 
-Modules: :mod:`.gradient_check`, :mod:`.bn_ablation`, :mod:`.lambda_search`,
-:mod:`.sigma_sensitivity`.
+Shared helpers, by concern:
+:mod:`.parameters` (checking a notebook's parameters), :mod:`.recipe` (data, recipe, smoke
+mode), :mod:`.trainings` (every training through kbn.runs.run_trials, recorded),
+:mod:`.chapter` (ChapterOutput: show, glue, save), :mod:`.display` (tables, figures, run
+notes), :mod:`.results` (result files: JSON and CSV), :mod:`.stats` (mean ± std, noise,
+comparisons with the original), :mod:`.reference` (the original report's numbers).
 """

@@ -1,19 +1,76 @@
-"""Table 2 and Figures 1-2: the same networks with and without BN, over several seeds."""
+"""Chapter 2, Table 2 and Figures 1-2: the same networks with and without BN, over seeds.
+
+Entry point: ``run(Parameters(...))``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .. import plots
 from ..config import NetworkConfig, TrainConfig
 from ..trainer import Result
-from .common import run_grid
+from . import recipe
+from .chapter import ChapterOutput, Stopwatch
+from .display import percent_table, run_note
+from .parameters import ParameterError, TrainingParameters, check_architectures, check_seeds
 from .reference import REFERENCE
-from .tables import compare, difference_of_means, format_pm, mean_std
+from .stats import compare, difference_of_means, format_pm, mean_std
+from .trainings import Trainings
 
 ARCHITECTURES = {"3-layer": (50, 50), "9-layer": (50, 30, 20, 10, 10, 10, 10, 10)}
+DEPENDS_ON: tuple[str, ...] = ()  # reads no other chapter's results
+
+
+@dataclass(frozen=True)
+class Parameters(TrainingParameters):
+    """The parameters cell of notebooks/02_bn_ablation.ipynb (and the recipe's fields)."""
+
+    seeds: list[int] = (0, 1, 2)  # one training run per seed and configuration
+    # name -> hidden widths; every network is trained with and without BN
+    architectures: dict[str, list[int]] = field(default_factory=lambda: dict(ARCHITECTURES))
+    lam: float = 0.005  # L2 weight
+
+    def check(self) -> None:
+        super().check()
+        check_seeds("seeds", self.seeds)
+        check_architectures("architectures", self.architectures)
+        if self.lam < 0:
+            raise ParameterError(f"parameter lam={self.lam}: must be >= 0")
+
+
+def run(params: Parameters) -> ChapterOutput:
+    """Every architecture with and without BN, for every seed (smoke: the first seed)."""
+    clock = Stopwatch()
+    seeds = list(params.seeds[:1] if params.smoke else params.seeds)
+    archs = dict(params.architectures)
+    train_cfg = params.train_config(lam=params.lam)
+    spec = recipe.data_spec(params.data_dir, params.smoke)
+    data = spec.load()
+    trainings = Trainings(spec, params.executor, params.cache, params.progress)
+    runs, results = run_ablation(trainings, archs, seeds, train_cfg)
+    summary = summarise(runs)
+    figures = {"fig_lr_schedule": plots.lr_schedule(train_cfg)}
+    for arch, hidden in archs.items():
+        figures[f"fig_curves_{arch}"] = plots.training_curves(
+            histories(runs, results, arch), title=f"{arch} {list(hidden)}")
+    values = {**key_values(summary, archs, seeds),
+              "evals_per_cycle": train_cfg.evals_per_cycle,
+              "run_note": run_note(params.smoke, len(data.train.y), clock(),
+                                   f"seeds {', '.join(map(str, seeds))}")}
+    tables = {"recipe": recipe.recipe_table(train_cfg, data), "ablation": display_table(summary),
+              "runs": percent_table(runs)}
+    out = ChapterOutput("bn_ablation", params, values, tables, figures,
+                        {"data": recipe.data_summary(data), "train_config": train_cfg,
+                         "architectures": archs, "seeds": seeds, "runs": runs,
+                         "summary": summary},
+                        trainings, clock())
+    out.save()
+    return out
 
 
 def bn_label(batch_norm: bool) -> str:
@@ -33,16 +90,15 @@ def specs(architectures: Mapping[str, Sequence[int]], seeds: Iterable[int],
                        net, train_cfg.replace(seed=int(seed)))
 
 
-def run_ablation(data, architectures: Mapping[str, Sequence[int]], seeds: Iterable[int],
-                 train_cfg: TrainConfig, progress: bool = False, executor=None,
-                 cache=None) -> tuple[pd.DataFrame, list[Result]]:
+def run_ablation(trainings: Trainings, architectures: Mapping[str, Sequence[int]],
+                 seeds: Iterable[int], train_cfg: TrainConfig) -> tuple[pd.DataFrame, list[Result]]:
     """Train every architecture with and without BN for every seed.
 
-    data, executor, cache: see :func:`kbn.experiments.common.run_grid`.
-    Returns (runs, results): one row per run (architecture, n_layers, batch_norm, seed,
-    lam, test_accuracy, val_accuracy in %, wall_time, diverged) and the Results in order.
+    Returns (runs, results) as :meth:`kbn.experiments.trainings.Trainings.grid`: one row
+    per run (architecture, n_layers, batch_norm, seed, lam, test_accuracy, val_accuracy in
+    %, wall_time, diverged) and the Results in order.
     """
-    return run_grid(specs(architectures, seeds, train_cfg), data, progress, executor, cache)
+    return trainings.grid(specs(architectures, seeds, train_cfg), desc="BN ablation")
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +115,7 @@ def reference_key(n_layers: int, batch_norm: bool) -> str:
 
 def bn_gain(summary: pd.DataFrame, architecture: str) -> dict[str, Any]:
     """BN minus no-BN mean test accuracy for one architecture, and whether it exceeds
-    run-to-run noise (Welch's t at 95 %, :func:`kbn.experiments.tables.difference_of_means`)."""
+    run-to-run noise (Welch's t at 95 %, :func:`kbn.experiments.stats.difference_of_means`)."""
     a = summary[summary["architecture"] == architecture].set_index("batch_norm")
     bn, no = a.loc[True], a.loc[False]
     d = difference_of_means(bn["mean"], bn["std"], int(bn["n"]), no["mean"], no["std"], int(no["n"]))
@@ -73,7 +129,7 @@ def bn_gain(summary: pd.DataFrame, architecture: str) -> dict[str, Any]:
 
 
 def comparisons(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """:func:`kbn.experiments.tables.compare` for every row that has a reference value."""
+    """:func:`kbn.experiments.stats.compare` for every row that has a reference value."""
     out = {}
     for _, r in summary.iterrows():
         key = reference_key(r["n_layers"], r["batch_norm"])

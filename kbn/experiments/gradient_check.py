@@ -1,4 +1,6 @@
-"""Table 1: analytic vs numerical gradients, per parameter, with and without BN.
+"""Chapter 1, Table 1: analytic vs numerical gradients, per parameter, with and without BN.
+
+Entry point: ``run(Parameters(...))``.
 
 With BN, the bias b_l of a hidden layer has an identically zero gradient: BN subtracts
 the batch mean of s = x W_l + b_l, which removes b_l from the cost. Its relative error
@@ -8,6 +10,7 @@ the absolute error instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,6 +20,12 @@ from ..config import NetworkConfig
 from ..gradcheck import numerical_gradients, parameter_label, relative_errors
 from .. import layers
 from ..network import Network
+from . import recipe
+from .chapter import ChapterOutput, Stopwatch
+from .display import run_note
+from .parameters import ChapterParameters, ParameterError, check_architectures
+
+DEPENDS_ON: tuple[str, ...] = ()  # reads no other chapter's results
 
 ZERO_GRAD_NOTE = "gradient identically zero under BN; absolute error shown"
 ZERO_GRAD_TOL = 1e-8  # |gradient| below this (in float64) counts as identically zero
@@ -201,3 +210,59 @@ def key_values(grid: pd.DataFrame, summary_df: pd.DataFrame, rechecked: pd.DataF
 
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# ------------------------------------------------------------------ the chapter
+ARCHITECTURES = {"2-layer": (50,), "3-layer": (50, 50), "4-layer": (50, 50, 50)}
+
+
+@dataclass(frozen=True)
+class Parameters(ChapterParameters):
+    """The parameters cell of notebooks/01_gradient_check.ipynb."""
+
+    # name -> hidden widths of each checked network
+    architectures: dict[str, list[int]] = field(default_factory=lambda: dict(ARCHITECTURES))
+    n_samples: int = 20  # training images in the batch whose cost is differentiated
+    dims: int = 10  # input features kept (d), as in the original
+    lam: float = 0.005  # L2 weight (the recipe's), so the regularisation gradient is checked too
+    h: float = 1e-5  # finite-difference step
+    seed: int = 0  # initialisation of the checked networks
+
+    def check(self) -> None:
+        super().check()
+        check_architectures("architectures", self.architectures)
+        if self.n_samples < 2:
+            raise ParameterError(f"parameter n_samples={self.n_samples}: BN needs a batch of >= 2")
+        if not 1 <= self.dims <= 3072:
+            raise ParameterError(f"parameter dims={self.dims}: must be in 1..3072 (pixel values)")
+        if not (self.lam >= 0 and np.isfinite(self.lam)):
+            raise ParameterError(f"parameter lam={self.lam}: must be finite and >= 0")
+        if not 0 < self.h < 1:
+            raise ParameterError(f"parameter h={self.h}: the step must be in (0, 1)")
+        if self.seed < 0:
+            raise ParameterError(f"parameter seed={self.seed}: must be >= 0")
+
+
+def run(params: Parameters) -> ChapterOutput:
+    """Check every architecture without and with BN at step h, recheck networks near a
+    ReLU kink at h / 10; tables per architecture, an overview, the glued values."""
+    clock = Stopwatch()
+    data = recipe.data_spec(params.data_dir, params.smoke).load()
+    archs = dict(params.architectures)
+    X, y = check_input(data, params.n_samples, params.dims)
+    grid = gradient_check_grid(archs, X, y, params.lam, seed=params.seed, h=params.h)
+    overview = summary(grid)
+    rechecked = recheck(grid, archs, X, y, params.lam, seed=params.seed, h=params.h / 10)
+    values = {**key_values(grid, overview, rechecked, params.h),
+              "gc_n_samples": params.n_samples, "gc_dims": params.dims, "gc_h": params.h,
+              "gc_lam": params.lam,
+              "gc_run_note": run_note(params.smoke, len(data.train.y), clock(), "float64",
+                                      smoke_detail="the normalisation of that subset")}
+    tables = {name: display_table(grid, name) for name in archs}
+    tables.update(overview=summary_table(overview),
+                  recheck=display_rows(rechecked, with_network=True))
+    out = ChapterOutput("gradient_check", params, values, tables,
+                        results={"data": recipe.data_summary(data), "summary": overview,
+                                 "rows": grid, "recheck": rechecked}, seconds=clock())
+    out.save()
+    return out

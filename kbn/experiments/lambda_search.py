@@ -1,36 +1,105 @@
-"""Tables 3-4: coarse-to-fine search of lambda (a thin wrapper over :mod:`kbn.search`).
+"""Chapter 3, Tables 3-4: coarse-to-fine search of lambda (over :mod:`kbn.search`).
 
 lambda is chosen on VALIDATION accuracy (the original chose on test). The chosen lambda
 is then retrained with a few more seeds, so its test accuracy comes with a spread.
+Entry point: ``run(Parameters(...))``; later chapters read the chosen lambda with
+:func:`chosen_lambda`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+from .. import plots
 from ..config import NetworkConfig, SearchConfig, TrainConfig
 from ..search import SearchResult, lambda_search
 from ..trainer import Result
-from .common import read_results, run_grid
+from . import recipe
+from .chapter import ChapterOutput, Stopwatch
+from .display import run_note
+from .parameters import ParameterError, TrainingParameters, check_seeds
 from .reference import REFERENCE
-from .tables import compare, format_pm, mean_std
+from .results import read_results
+from .stats import compare, format_pm, mean_std
+from .trainings import Trainings, result_row
 
-RESULTS_NAME = "03_lambda_search"  # the JSON the sigma notebook reads the chosen lambda from
+DEPENDS_ON: tuple[str, ...] = ()  # reads no other chapter's results
+NAME = "lambda_search"  # names the results the initialisation chapter reads lambda from
 
 
-def run_search(data, net_cfg: NetworkConfig, train_cfg: TrainConfig,
-               search_cfg: SearchConfig, progress: bool = False, executor=None,
-               cache=None) -> SearchResult:
-    """:func:`kbn.search.lambda_search`. With ``data`` a
-    :class:`kbn.runs.DataSpec`, each stage's trials run as one batch on ``executor``
-    (None: env KBN_EXECUTOR, else one process per core), reused from ``cache`` if given."""
-    return lambda_search(net_cfg, train_cfg, data, search_cfg, progress=progress,
-                         executor=executor, cache=cache)
+@dataclass(frozen=True)
+class Parameters(TrainingParameters):
+    """The parameters cell of notebooks/03_lambda_search.ipynb (and the recipe's fields;
+    lambda is what is searched)."""
+
+    hidden: list[int] = (50, 50)  # the 3-layer network
+    batch_norm: bool = True
+    coarse_range: tuple[float, float] = (-5.0, -1.0)  # log10(lambda) range of the coarse stage
+    n_coarse: int = 8  # trials in the coarse stage
+    n_fine: int = 8  # trials in the fine stage
+    fine_halfwidth: float = 0.5  # fine stage: best coarse log10(lambda) +- this
+    search_seed: int = 0  # seeds the lambda samples
+    final_seeds: list[int] = (0, 1, 2)  # seeds for the chosen lambda (seed: the search trial)
+    seed: int = 0  # training seed of every search trial
+
+    def check(self) -> None:
+        super().check()
+        check_seeds("final_seeds", self.final_seeds)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ParameterError(f"parameter hidden={list(self.hidden)!r}: give positive widths")
+        self.search_config()
+
+    def search_config(self, **changes: Any) -> SearchConfig:
+        names = {"coarse_range": "coarse_range", "n_coarse": "n_coarse", "n_fine": "n_fine",
+                 "fine_halfwidth": "fine_halfwidth", "seed": "search_seed"}
+        try:
+            return SearchConfig(**{k: getattr(self, p) for k, p in names.items()}).replace(**changes)
+        except ValueError as exc:  # "SearchConfig.n_coarse=0: ..."
+            field = str(exc).split("=", 1)[0].rsplit(".", 1)[-1]
+            raise ParameterError(f"parameter {names.get(field, field)}: {exc}") from None
+
+
+def run(params: Parameters) -> ChapterOutput:
+    """The search (smoke: 3 + 2 trials), then the chosen lambda over the final seeds."""
+    clock = Stopwatch()
+    final_seeds = list(params.final_seeds)
+    search_cfg = params.search_config()
+    if params.smoke:
+        search_cfg = search_cfg.replace(n_coarse=min(params.n_coarse, 3),
+                                        n_fine=min(params.n_fine, 2))
+        final_seeds = final_seeds[:1]
+    net_cfg = NetworkConfig(hidden=tuple(params.hidden), batch_norm=params.batch_norm)
+    train_cfg = params.train_config(seed=params.seed)
+    spec = recipe.data_spec(params.data_dir, params.smoke)
+    data = spec.load()
+    trainings = Trainings(spec, params.executor, params.cache, params.progress)
+    search = lambda_search(net_cfg, train_cfg, spec, search_cfg, run=trainings.run)
+    trials = trials_table(search)
+    best = search.best
+    final = confirm(trainings, net_cfg, train_cfg, best.lam, final_seeds, best.result)
+    values = {**key_values(search, trials, final),
+              "run_note": run_note(params.smoke, len(data.train.y), clock(),
+                                   f"{len(trials)} trials + {len(final) - 1} extra seeds")}
+    figures = {"fig_accuracy_vs_lambda": plots.accuracy_vs_lambda(
+        trials, chosen_lambda=best.lam, reference_lambda=REFERENCE["best_lambda"])}
+    tables = {"coarse": stage_table(trials, "coarse"), "fine": stage_table(trials, "fine"),
+              "final": final.round(2)}
+    out = ChapterOutput(NAME, params, values, tables, figures,
+                        {"data": recipe.data_summary(data), "network_config": net_cfg,
+                         "train_config": train_cfg, "search_config": search_cfg,
+                         "best": {"lambda": best.lam, "stage": best.stage,
+                                  "val_accuracy": values["best_val"],
+                                  "test_accuracy": values["best_test"]},
+                         "final": final, "trials": trials},
+                        trainings, clock())
+    out.save()
+    return out
 
 
 def trials_table(search: SearchResult) -> pd.DataFrame:
@@ -71,38 +140,34 @@ def search_range(search: SearchResult) -> dict[str, Any]:
     return out
 
 
-def confirm(data, net_cfg: NetworkConfig, train_cfg: TrainConfig, lam: float,
-            seeds: Iterable[int], best_result: Result | None = None,
-            progress: bool = False, executor=None, cache=None) -> pd.DataFrame:
+def confirm(trainings: Trainings, net_cfg: NetworkConfig, train_cfg: TrainConfig, lam: float,
+            seeds: Iterable[int], best_result: Result | None = None) -> pd.DataFrame:
     """Test accuracy of ``lam`` over ``seeds`` (one row per seed, %). The search trial
     itself (``best_result``, trained with train_cfg.seed) is reused, not retrained."""
     seeds = [int(s) for s in seeds]
     rows = []
     if best_result is not None and train_cfg.seed in seeds:
-        rows.append({"seed": train_cfg.seed, "lam": lam,
-                     "test_accuracy": 100 * best_result.test_accuracy,
-                     "val_accuracy": 100 * best_result.val_accuracy,
-                     "wall_time": best_result.wall_time, "diverged": best_result.diverged})
+        rows.append(result_row(train_cfg.replace(lam=float(lam)), best_result))
         seeds = [s for s in seeds if s != train_cfg.seed]
     specs = [({}, net_cfg, train_cfg.replace(lam=float(lam), seed=s)) for s in seeds]
-    runs, _ = run_grid(specs, data, progress, executor, cache)
+    runs, _ = trainings.grid(specs, desc="final seeds")
     return pd.concat([pd.DataFrame(rows), runs], ignore_index=True).sort_values("seed") \
              .reset_index(drop=True)
 
 
-def chosen_lambda(results_dir, fallback: float) -> tuple[float, str]:
-    """(lambda, where it came from): the best lambda written by the lambda-search notebook
-    into ``results_dir``, else ``fallback``."""
-    saved = read_results(results_dir, RESULTS_NAME)
-    if saved and saved.get("best", {}).get("lambda"):
-        smoke = " (a smoke run)" if saved.get("smoke") else ""
-        return float(saved["best"]["lambda"]), f"chosen on validation by the λ search{smoke}"
-    return float(fallback), "the default (no λ-search results found)"
-
-
-def stage_bounds(trials: pd.DataFrame, stage: str) -> tuple[float, float]:
-    t = trials[trials["stage"] == stage]["lambda"]
-    return float(t.min()), float(t.max())
+def chosen_lambda(folder, fallback: float, smoke: bool) -> tuple[float, str]:
+    """(lambda, where it came from): the best lambda the lambda-search chapter wrote into
+    ``folder``, if it ran in the same mode (smoke or full); else ``fallback``. The second
+    value is a phrase for the book, naming the file or saying why the fallback is used."""
+    path = Path(folder) / f"{NAME}.json"
+    saved = read_results(folder, NAME)
+    if not saved or not saved.get("best", {}).get("lambda"):
+        return float(fallback), f"the default λ (no λ-search results in {path})"
+    if bool(saved.get("smoke")) != bool(smoke):
+        mode = "a smoke run" if saved.get("smoke") else "a full run"
+        return float(fallback), f"the default λ (the λ search in {path} is {mode})"
+    smoke_note = ", a smoke run" if smoke else ""
+    return float(saved["best"]["lambda"]), f"chosen on validation by the λ search ({path}{smoke_note})"
 
 
 

@@ -40,10 +40,3 @@ DESCRIPTION: dict[str, str] = {
     "sigma_1e-4_bn": "sigma = 1e-4, BN: test accuracy (%)",
 }
 
-
-def reference(key: str) -> float:
-    """One reference value; a KeyError names the known keys."""
-    try:
-        return REFERENCE[key]
-    except KeyError:
-        raise KeyError(f"no reference value {key!r}; known: {sorted(REFERENCE)}") from None

@@ -4,25 +4,102 @@ sigma: every weight of every layer drawn from N(0, sigma^2), as in the original;
 He (N(0, 2/fan_in)) and Xavier (N(0, 1/fan_in)) rows, and the same grid for the 9-layer
 network. Taken literally, sigma = 0.1 in every layer of the 9-layer net without BN does
 not train (chance, 10 %): the original's 44 % for that net cannot have come from it.
+
+Entry point: ``run(Parameters(...))``. It reads the lambda chosen by the lambda search
+and the run-to-run spread measured by the BN ablation (see DEPENDS_ON).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .. import plots
 from ..config import NetworkConfig, TrainConfig
 from ..trainer import Result
-from .bn_ablation import bn_label
-from .common import run_grid
+from . import recipe
+from .bn_ablation import ARCHITECTURES, bn_label
+from .chapter import ChapterOutput, Stopwatch
+from .display import percent_table, run_note
+from .lambda_search import chosen_lambda
+from .parameters import ParameterError, TrainingParameters, check_architectures, check_seeds
 from .reference import REFERENCE
-from .tables import compare, format_pm, mean_std
+from .results import read_results, upstream_folder
+from .stats import compare, format_pm, mean_std
+from .trainings import Trainings
 
 SIGMAS = (1e-1, 1e-3, 1e-4)
 EXTRA_INITS = ("he", "xavier")
 CHANCE = 10.0  # % test accuracy of a constant guess on the 10 balanced CIFAR-10 classes
+# the chapters whose results this one reads: the chosen lambda, the ablation's seed spread
+DEPENDS_ON: tuple[str, ...] = ("bn_ablation", "lambda_search")
+
+
+@dataclass(frozen=True)
+class Parameters(TrainingParameters):
+    """The parameters cell of notebooks/04_sigma_sensitivity.ipynb (and the recipe's fields)."""
+
+    seeds: list[int] = (0, 1, 2)  # one run per seed and cell of the grid (mean ± std per cell)
+    # name -> hidden widths; every initialisation is tried on each, with and without BN
+    architectures: dict[str, list[int]] = field(default_factory=lambda: dict(ARCHITECTURES))
+    sigmas: list[float] = SIGMAS  # std of every weight, as in the original
+    extra_inits: list[str] = EXTRA_INITS  # fan-in scaled initialisations, beyond the original
+    lam: float | None = None  # None: the lambda chosen by the lambda-search chapter ...
+    lam_fallback: float = 0.005  # ... or this if its results are missing (or of another mode)
+
+    def check(self) -> None:
+        super().check()
+        check_seeds("seeds", self.seeds)
+        check_architectures("architectures", self.architectures)
+        if any(not s > 0 for s in self.sigmas):
+            raise ParameterError(f"parameter sigmas={list(self.sigmas)!r}: every σ must be > 0")
+        bad = sorted(set(self.extra_inits) - set(EXTRA_INITS))
+        if bad:
+            raise ParameterError(f"parameter extra_inits: unknown {bad}; choose from {list(EXTRA_INITS)}")
+        if not self.sigmas and not self.extra_inits:
+            raise ParameterError("parameters sigmas and extra_inits are both empty: nothing to run")
+        for name in ("lam", "lam_fallback"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ParameterError(f"parameter {name}={value}: must be >= 0")
+
+
+def run(params: Parameters) -> ChapterOutput:
+    """Every architecture x initialisation x BN x seed (smoke: the first seed) at the
+    chosen lambda."""
+    clock = Stopwatch()
+    upstream = upstream_folder(params.results_dir)
+    if params.lam is None:
+        lam, lam_source = chosen_lambda(upstream, params.lam_fallback, params.smoke)
+    else:
+        lam, lam_source = params.lam, "set as a parameter"
+    seeds = list(params.seeds[:1] if params.smoke else params.seeds)
+    archs = dict(params.architectures)
+    train_cfg = params.train_config(lam=lam)
+    spec = recipe.data_spec(params.data_dir, params.smoke)
+    data = spec.load()
+    trainings = Trainings(spec, params.executor, params.cache, params.progress)
+    runs, results = run_sigma_grid(trainings, archs, inits(params.sigmas, params.extra_inits),
+                                   seeds, train_cfg)
+    summary = summarise(runs)
+    figures = {f"fig_sigma_curves_{arch}": plots.init_curves(
+        histories(runs, results, arch), metric="loss",
+        title=f"{arch} {list(hidden)}: loss by initialisation") for arch, hidden in archs.items()}
+    # single-seed cells borrow the run-to-run spread measured in the BN-ablation chapter
+    noise = ablation_noise(read_results(upstream, "bn_ablation"), smoke=params.smoke)
+    values = {**key_values(summary, seeds, lam, lam_source, noise),
+              "run_note": run_note(params.smoke, len(data.train.y), clock(), f"{len(runs)} runs")}
+    tables = {"sigma": display_table(summary), "runs": percent_table(runs)}
+    out = ChapterOutput("sigma_sensitivity", params, values, tables, figures,
+                        {"data": recipe.data_summary(data), "train_config": train_cfg,
+                         "lam_source": lam_source, "architectures": archs, "seeds": seeds,
+                         "runs": runs, "summary": summary},
+                        trainings, clock())
+    out.save()
+    return out
 
 
 def init_label(init: str, sigma: float | None = None) -> str:
@@ -53,17 +130,16 @@ def specs(architectures: Mapping[str, Sequence[int]], init_kwargs: Sequence[dict
                     yield labels, net, train_cfg.replace(seed=int(seed))
 
 
-def run_sigma_grid(data, architectures: Mapping[str, Sequence[int]], init_kwargs: Sequence[dict],
-                   seeds: Iterable[int], train_cfg: TrainConfig, progress: bool = False,
-                   executor=None, cache=None) -> tuple[pd.DataFrame, list[Result]]:
+def run_sigma_grid(trainings: Trainings, architectures: Mapping[str, Sequence[int]],
+                   init_kwargs: Sequence[dict], seeds: Iterable[int],
+                   train_cfg: TrainConfig) -> tuple[pd.DataFrame, list[Result]]:
     """Train every architecture x initialisation x BN x seed at ``train_cfg.lam``.
 
-    Returns (runs, results) as :func:`kbn.experiments.common.run_grid` (which also
-    explains data, executor and cache), with label columns architecture, n_layers, init,
-    sigma, initialisation, batch_norm.
+    Returns (runs, results) as :meth:`kbn.experiments.trainings.Trainings.grid`, with
+    label columns architecture, n_layers, init, sigma, initialisation, batch_norm.
     """
-    return run_grid(specs(architectures, init_kwargs, seeds, train_cfg), data, progress,
-                    executor, cache)
+    return trainings.grid(specs(architectures, init_kwargs, seeds, train_cfg),
+                          desc="initialisation grid")
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -154,11 +230,13 @@ def histories(runs: pd.DataFrame, results: Sequence[Result], architecture: str) 
     return out
 
 
-def ablation_noise(saved_ablation: Mapping[str, Any] | None,
-                   architecture: str = "3-layer") -> dict[bool, tuple[float, int]]:
+def ablation_noise(saved_ablation: Mapping[str, Any] | None, architecture: str = "3-layer",
+                   smoke: bool = False) -> dict[bool, tuple[float, int]]:
     """{BN: (std, n seeds)} of ``architecture`` from the BN-ablation results JSON (empty if
-    absent or measured on fewer than 2 seeds)."""
-    rows = (saved_ablation or {}).get("summary", [])
+    absent, of the other mode (smoke or full), or measured on fewer than 2 seeds)."""
+    if saved_ablation is None or bool(saved_ablation.get("smoke")) != bool(smoke):
+        return {}
+    rows = saved_ablation.get("summary", [])
     return {bool(r["batch_norm"]): (float(r["std"]), int(r["n"])) for r in rows
             if r.get("architecture") == architecture and r.get("std") is not None
             and int(r.get("n", 0)) >= 2}

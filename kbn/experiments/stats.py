@@ -1,4 +1,5 @@
-"""Tidy-table helpers: mean +- std over seeds, formatting, comparison with the original.
+"""Run-to-run noise: mean +- std over seeds, Student's t, and comparisons with the
+original report's single runs (prediction intervals) and between our groups (Welch).
 
 Accuracies are in percent throughout the experiment tables.
 """
@@ -102,18 +103,3 @@ def difference_of_means(m1: float, s1: float, n1: int, m2: float, s2: float, n2:
     thr = t975(dof) * se
     return {"diff": diff, "std_error": se, "threshold": thr, "beyond_noise": bool(abs(diff) > thr)}
 
-
-def glue_comparison(prefix: str, comparison: dict[str, Any]) -> dict[str, Any]:
-    """Flatten a :func:`compare` dict into glue keys ``<prefix>_ours``, ``_ref``, ``_diff``,
-    ``_verdict`` (text)."""
-    return {f"{prefix}_ours": comparison["ours"], f"{prefix}_ref": comparison["ref"],
-            f"{prefix}_diff": comparison["diff"], f"{prefix}_verdict": comparison["verdict"]}
-
-
-def percent_table(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """A copy with float columns rounded for display."""
-    out = df.copy()
-    for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].round(digits)
-    return out
