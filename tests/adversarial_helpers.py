@@ -124,7 +124,8 @@ def run_kbn(capsys, *argv) -> tuple[int, str, str]:
 
 # `python -c KBN_ON_TINY <tiny folder> <kbn args...>`: the kbn command on the tiny data,
 # with optional faults planted through the environment:
-#   KBN_TEST_SIGINT_AT_TRAINING=n  SIGINT to itself as the n-th training starts
+#   KBN_TEST_SIGINT_AT_TRAINING=n  SIGINT to itself as the n-th training task (a stack of
+#                                  networks that share a mini-batch stream) starts
 #   KBN_TEST_SIGKILL_AT_WRITE=n    SIGKILL to itself in the n-th atomic write, after the
 #                                  temporary file is written and before it is renamed
 KBN_ON_TINY = r"""
@@ -144,15 +145,15 @@ os.environ["KBN_DATA_DIR"] = str(folder)
 counts = {"fit": 0, "write": 0}
 sigint_at = int(os.environ.get("KBN_TEST_SIGINT_AT_TRAINING", 0))
 kill_at = int(os.environ.get("KBN_TEST_SIGKILL_AT_WRITE", 0))
-fit = kbn.runs.fit
+fit_stack = kbn.runs.fit_stack
 
 def fit_with_fault(*args, **kw):
     counts["fit"] += 1
     if counts["fit"] == sigint_at:
         os.kill(os.getpid(), signal.SIGINT)
-    return fit(*args, **kw)
+    return fit_stack(*args, **kw)
 
-kbn.runs.fit = fit_with_fault
+kbn.runs.fit_stack = fit_with_fault
 if kill_at:
     import kbn.atomic
     publish = kbn.atomic._publish

@@ -165,11 +165,11 @@ def test_sigint_mid_search_then_resume_equals_an_undisturbed_search(tiny_folder,
                                                                      tmp_path):
     out = tmp_path / "out"
     stopped = kbn_on_tiny(tiny_folder, *SEARCH_ARGS, "--out", out,
-                          env={"KBN_TEST_SIGINT_AT_TRAINING": "3"})
+                          env={"KBN_TEST_SIGINT_AT_TRAINING": "2"})  # the fine stage
     assert stopped.returncode == 130, stopped.stderr
     assert "run the same command again to resume" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    assert len(list((out / "cache").glob("*.json"))) == 2  # the two trials finished
+    assert len(list((out / "cache").glob("*.json"))) == 3  # the coarse trials finished
     assert not (out / "search.json").exists()
     assert _leftovers(out) == []
 

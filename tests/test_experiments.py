@@ -433,7 +433,7 @@ def test_a_wrong_type_names_the_parameter(chapter, name, value, message):
     (ab, "dtype", "float16", "float32"),
     (ab, "executor", "proces", "give None or"),
     (ls, "n_coarse", 0, "at least one trial"),
-    (ls, "fine_halfwidth", -1.0, "must be > 0"),
+    (ls, "fine_halfwidth", -1.0, "must be finite and > 0"),
     (ls, "final_seeds", [-1], "seeds >= 0"),
     (ss, "sigmas", [0.0], "every σ must be > 0"),
     (ss, "extra_inits", ["lecun"], "choose from"),
