@@ -46,19 +46,46 @@ __all__ = ["DataSpec", "TrialSpec", "code_fingerprint", "run_stack", "run_trial"
 
 log = logging.getLogger(__name__)
 
-# Modules whose source decides a trial's numbers. Their bytes enter every cache key, so a
-# change to the training code re-trains instead of serving stale results (the version
-# number alone does not change while the code is being worked on).
-_NUMERICAL_MODULES = ("config.py", "data.py", "layers.py", "network.py", "schedule.py",
-                      "trainer.py")
+# The modules a training runs, found by following kbn's own imports (at any depth, also
+# those inside functions) from these roots: the trainer and the data loader. Their bytes
+# enter every cache key, so any change to the code that computes a trial re-trains instead
+# of serving stale results (the version number alone does not change while the code is
+# being worked on); presentation code (plots, report, experiments) is not among them.
+TRAINING_ROOTS = ("trainer", "data")
 
 
-def _source_fingerprint() -> str:
+def training_modules(package: Path | None = None) -> list[str]:
+    """File names (sorted) of the kbn modules that :data:`TRAINING_ROOTS` import,
+    transitively: what a training runs. Read from the source, not from ``sys.modules``."""
+    import ast
+
+    package = Path(__file__).resolve().parent if package is None else Path(package)
+    seen: set[str] = set()
+    todo = list(TRAINING_ROOTS)
+    while todo:
+        name = todo.pop()
+        if name in seen or not (package / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:  # from .x import y / from . import x
+                    todo += [node.module.split(".")[0]] if node.module else \
+                        [a.name for a in node.names]
+                elif node.level == 0 and (node.module or "").startswith("kbn."):
+                    todo.append(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("kbn.")]
+    return sorted(f"{n}.py" for n in seen)
+
+
+def _source_fingerprint(package: Path | None = None) -> str:
+    package = Path(__file__).resolve().parent if package is None else Path(package)
     h = hashlib.sha256(__version__.encode())
-    here = Path(__file__).resolve().parent
-    for name in _NUMERICAL_MODULES:
+    for name in training_modules(package):
         h.update(name.encode() + b"\0")
-        h.update((here / name).read_bytes())
+        h.update((package / name).read_bytes())
     return h.hexdigest()
 
 
@@ -68,8 +95,8 @@ _FINGERPRINT = _source_fingerprint()
 
 
 def code_fingerprint() -> str:
-    """sha256 (hex) of kbn's version and the source of the modules that compute results,
-    as they were when this process imported kbn."""
+    """sha256 (hex) of kbn's version and the source of the modules a training runs
+    (:func:`training_modules`), as they were when this process imported kbn."""
     return _FINGERPRINT
 
 
@@ -286,7 +313,7 @@ def _as_cache(cache):
 
 
 def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: bool = True,
-               desc: str = "trials") -> list[Result]:
+               desc: str = "trials", stack: bool = True) -> list[Result]:
     """Results of ``specs``, in the same order; cached ones are not trained again.
 
     executor: an :class:`kbn.executors.Executor`, a string (``"serial"``, ``"process"``,
@@ -297,6 +324,8 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
     cache: a :class:`kbn.cache.ResultCache`, a folder, True (the default folder) or None
         (no cache). Each finished trial is stored the moment it finishes.
     progress: a bar over trials; in serial mode also a bar per training.
+    stack: train trials that share a mini-batch stream side by side (:mod:`kbn.stacking`;
+        the same numbers, faster); False trains every trial on its own.
 
     The returned Results have no weights (``network`` is None), wherever they came from.
     Identical specs are trained once. A trial that raises stops the batch (the trials
@@ -342,8 +371,11 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
         slots = _slots(executor)
         stacks = []
         for js in by_data.values():
-            plan = plan_stacks([(trials[j].network, trials[j].train) for j in js], slots)
-            stacks += [[js[i] for i in stack] for stack in plan]
+            if stack:
+                plan = plan_stacks([(trials[j].network, trials[j].train) for j in js], slots)
+                stacks += [[js[i] for i in members_] for members_ in plan]
+            else:
+                stacks += [[j] for j in js]
         ex = get_executor(executor, n_trials=len(stacks))
         try:
             run_specs = trials

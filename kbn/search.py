@@ -58,7 +58,8 @@ def fine_range(best_lam: float, cfg: SearchConfig) -> tuple[float, float]:
 def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data: DataSpec,
                   search_config: SearchConfig = SearchConfig(), progress: bool = False,
                   executor=None, cache=None,
-                  run: Callable[[list[TrialSpec], str], list[Result]] | None = None) -> SearchResult:
+                  run: Callable[[list[TrialSpec], str], list[Result]] | None = None,
+                  stack: bool = True) -> SearchResult:
     """Coarse stage over ``coarse_range``, then a fine stage around the best coarse lambda.
 
     Each trial trains ``train_config`` with its own lambda (same training seed, so trials
@@ -71,6 +72,9 @@ def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data
         else one process per core; one made here serves both stages) reusing ``cache``.
         A chapter passes its own recorder (:class:`kbn.experiments.trainings.Trainings`),
         tests a stand-in trainer.
+    stack: a stage's trials share their mini-batch stream, so by default they train side
+        by side (:func:`kbn.runs.run_trials`); False trains them one at a time (the same
+        numbers, slower: benchmarks/bench_training.py compares the two).
     """
     if not isinstance(data, DataSpec):
         raise TypeError(f"lambda_search trains on a kbn.runs.DataSpec, got {type(data).__name__}: "
@@ -104,7 +108,7 @@ def lambda_search(network_config: NetworkConfig, train_config: TrainConfig, data
     ex = get_executor(executor, n_trials=max(search_config.n_coarse, search_config.n_fine))
     try:
         return search(lambda specs, desc: run_trials(specs, executor=ex, cache=cache,
-                                                     progress=progress, desc=desc))
+                                                     progress=progress, desc=desc, stack=stack))
     finally:
         if not isinstance(executor, Executor):
             ex.close()

@@ -258,3 +258,48 @@ def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path):
     assert resumed["lams"] == [t.lam for t in ref.trials] and resumed["best"] == ref.best.lam
     assert sorted(clean.keys()) == sorted(cache.keys())
     assert all(results_equal(cache.get(k), clean.get(k)) for k in clean.keys())
+
+
+# ----------------------------------------------------------------------- the code in the key
+
+
+def test_the_fingerprint_covers_every_module_a_training_runs():
+    mods = set(kbn.runs.training_modules())
+    # what fit and DataSpec.load execute, by name: the step, the stack, the trainer, ...
+    assert {"trainer.py", "train_step.py", "stack.py", "stacking.py", "network.py",
+            "layers.py", "schedule.py", "config.py", "data.py", "download.py"} <= mods
+    # and not the presentation code
+    assert not mods & {"plots.py", "report.py", "book.py", "cli.py", "cache.py"}
+
+
+def test_an_edit_to_any_training_module_changes_the_cache_key(tmp_path):
+    """Append a comment to each module a training imports, in a copy of the package: the
+    fingerprint (and so every cache key) changes each time; an edit to plots.py does not."""
+    import shutil
+
+    package = tmp_path / "kbn"
+    shutil.copytree(os.path.dirname(kbn.runs.__file__), package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    seen = {kbn.runs._source_fingerprint(package)}
+    assert seen == {code_fingerprint()}  # the copy is the code this process runs
+    for name in kbn.runs.training_modules(package):
+        with open(package / name, "a") as f:
+            f.write("\n# an edit\n")
+        fingerprint = kbn.runs._source_fingerprint(package)
+        assert fingerprint not in seen, f"an edit to {name} left the cache key unchanged"
+        seen.add(fingerprint)
+    before = kbn.runs._source_fingerprint(package)
+    with open(package / "plots.py", "a") as f:
+        f.write("\n# a presentation edit\n")
+    assert kbn.runs._source_fingerprint(package) == before
+    # and a process that imports the edited copy keys its trials by it
+    script = textwrap.dedent("""
+        from kbn import NetworkConfig, TrainConfig
+        from kbn.runs import DataSpec, TrialSpec, code_fingerprint
+        print(code_fingerprint(), TrialSpec(NetworkConfig(), TrainConfig(), DataSpec()).key("c0ffee"))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    fingerprint, key = out.stdout.split()
+    assert fingerprint == before, out.stderr
+    assert key != TrialSpec(NetworkConfig(), TrainConfig(), DataSpec()).key("c0ffee")
