@@ -62,3 +62,33 @@ def parameter_label(key: str) -> tuple[str, int]:
     """'gamma3' -> ('gamma', 3): the parameter name and its layer, for tables."""
     name = key.rstrip("0123456789")
     return name, int(key[len(name):])
+
+
+def training_gradients(net: Network, X: np.ndarray, y: np.ndarray, lam: float,
+                       eta: float = 0.1, weight_scale: float = 0.7) -> dict[str, np.ndarray]:
+    """The gradient of the cost as training applies it, read back from one real update.
+
+    ``net`` goes into a :class:`kbn.stack.NetworkStack` with its weights stored divided by
+    ``weight_scale`` (a scale c != 1, as between the trainer's folds), and one step of
+    :class:`kbn.optim.SGD` runs on the batch: :class:`kbn.train_step.TrainStep` (buffers,
+    folded BN, the scale) and the update with L2 folded in as a decay. The gradient is
+    (parameters before - parameters after) / eta, for every parameter: what the trainer
+    uses, not what ``layers.py`` computes. ``net`` itself is not changed.
+    """
+    from .optim import SGD
+    from .stack import NetworkStack
+    from .train_step import TrainStep
+
+    stack = NetworkStack.from_networks([net])
+    stack.scale_weights(np.array([1.0 / weight_scale]))
+    rule = SGD(stack, np.array([lam]), np.array([[eta]]))
+    rule.c = np.array([weight_scale])
+    before = stack.network(0, weight_scale).params
+    step = TrainStep(stack, len(y))
+    grad_scale, c = rule.prepare(0)
+    step(X, y, grad_scale, c, update_averages=False)
+    rule.finish(0, step.grads)
+    rule.apply(step.grads)
+    rule.fold()
+    after = stack.network(0).params
+    return {key: (before[key] - after[key]) / eta for key in net.params}

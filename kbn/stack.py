@@ -125,11 +125,15 @@ class NetworkStack:
     def averages_started(self) -> bool:
         return self.batch_norm and self.mean[0] is not None
 
-    def network(self, k: int) -> Network:
-        """Member k as a :class:`Network` (copies: usual layout, C-contiguous)."""
+    def network(self, k: int, weight_scale: float = 1.0) -> Network:
+        """Member k as a :class:`Network` (copies: usual layout, C-contiguous), its weights
+        ``weight_scale`` times the stored ones (the trainer's scale c, see kbn.optim.SGD)."""
         params, averages = {}, {}
         for l in range(self.n_layers):
-            params[f"W{l + 1}"] = np.ascontiguousarray(self.member_W(l, k))
+            W = np.array(self.member_W(l, k), order="C")  # a copy, even of a contiguous view
+            if weight_scale != 1.0:
+                W *= weight_scale
+            params[f"W{l + 1}"] = W
             params[f"b{l + 1}"] = self.b[l][k].copy()
             if self.gamma[l] is not None:
                 params[f"gamma{l + 1}"] = self.gamma[l][k].copy()

@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .config import NetworkConfig, TrainConfig
 from .network import Network
+from .optim import SGD
 from .schedule import cyclical_lr
 from .stack import NetworkStack
 from .train_step import TrainStep
@@ -186,45 +187,19 @@ class _Member:
 
 def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, Xv, yv,
            shuffle_rng, bar, t0: float) -> tuple[NetworkStack, list[int]]:
-    """The update loop. Returns the final stack and the members (indices) still in it.
-
-    L2 enters GD as a decay: W <- W - eta (dW + 2 lam W) = (1 - 2 eta lam) W - eta dW.
-    The decay only rescales W, so each network keeps it as a scalar c with its weights =
-    c * stored weights (scikit-learn's SGD keeps its ``wscale`` the same way), folded into
-    the stored weights now and then, instead of a pass over W at every step:
-    c_new W_new = (1 - 2 eta lam) c W - eta dW  <=>  W_new = W - (eta / c_new) dW.
-    """
+    """The update loop (the update itself: :class:`kbn.optim.SGD`). Returns the final
+    stack and the members (indices) still in it."""
     n = X.shape[0]
     to_record = set(record_steps(cfg).tolist())
     steps_per_epoch = n // cfg.n_batch  # the last incomplete batch of an epoch is dropped
     alive = list(range(len(members)))
     batch = np.empty((cfg.n_batch, X.shape[1]), dtype=X.dtype)
-
-    def per_member(values) -> np.ndarray:
-        return np.array([values(members[i].train_config) for i in alive], dtype=np.float64)
-
-    def build(stack):
-        lam = per_member(lambda tc: tc.lam)
-        # (n_steps, K): row t holds every network's learning rate at step t
-        etas = np.ascontiguousarray(np.stack(
-            [cyclical_lr(np.arange(cfg.n_steps), tc.eta_min, tc.eta_max, tc.n_s)
-             for tc in (members[i].train_config for i in alive)], axis=1))
-        decays = 1.0 - 2.0 * etas * lam  # the L2 decay factor of each step and network
-        huge = (decays < 0.5).any(axis=1).tolist()  # steps where some network decays W itself
-        return TrainStep(stack, cfg.n_batch), lam, etas, decays, huge
-
-    step, lam, etas, decays, huge = build(stack)
-    c = np.ones(stack.K)
-
-    def fold_weight_scale(which=None):
-        """Fold c into the stored weights of every network (or of those in ``which``).
-        Per network, so that a network folds exactly when it would alone."""
-        nonlocal c
-        fold = c != 1.0 if which is None else which & (c != 1.0)
-        if fold.any():
-            stack.scale_weights(np.where(fold, c, 1.0))
-            c = np.where(fold, 1.0, c)
-
+    trains = [m.train_config for m in members]
+    lam = np.array([tc.lam for tc in trains])
+    # (n_steps, K): row t holds every network's learning rate at step t
+    etas = np.stack([cyclical_lr(np.arange(cfg.n_steps), tc.eta_min, tc.eta_max, tc.n_s)
+                     for tc in trains], axis=1)
+    rule, step = SGD(stack, lam, etas), TrainStep(stack, cfg.n_batch)
     t = 0
     try:
         while t < cfg.n_steps:
@@ -234,55 +209,36 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
                 # gathered into one reused buffer (mode="clip" skips take's bounds-checking
                 # copy; every index is valid): faster than a shuffled copy of each epoch
                 np.take(X, idx, axis=0, out=batch, mode="clip")
-                eta, decay = etas[t], decays[t]
-                if huge[t]:  # 2 eta lam > 1/2 (a huge lam): those networks decay W itself
-                    direct = decay < 0.5
-                    fold_weight_scale(direct)
-                    c_new = np.where(direct, 1.0, c * decay)
-                else:  # the usual case: the decay goes into c
-                    c_new = c * decay
-                # grads = (eta / c_new) * gradient: the step for the stored weights
-                losses = step(batch, y[idx], grad_scale=eta / c_new, weight_scale=c)
-                old_c = c
-                step.grads.vectors *= c_new[:, None]  # biases, gamma, beta: eta * gradient
-                if huge[t]:
-                    stack.scale_weights(np.where(direct, decay, 1.0))
-                # weights that blow up make the loss NaN/inf too
-                finite = np.isfinite(losses).all()
-                if not finite:  # what each diverged network was (fit alone stops here)
-                    bad = ~np.isfinite(losses)
-                    lost = {int(k): stack.network(k) for k in np.flatnonzero(bad)}
-                stack.weights -= step.grads.weights
-                stack.vectors -= step.grads.vectors
-                c = c_new
-                if not finite:  # the others go on, in a stack without the diverged networks
-                    keep = np.flatnonzero(~bad)
+                grad_scale, weight_scale = rule.prepare(t)
+                losses = step(batch, y[idx], grad_scale, weight_scale)
+                rule.finish(t, step.grads)
+                finite = np.isfinite(losses)  # weights that blow up make the loss NaN/inf too
+                if not finite.all():  # what each diverged network was (fit alone stops here)
+                    lost = {int(k): stack.network(k, weight_scale[k])
+                            for k in np.flatnonzero(~finite)}
+                rule.apply(step.grads)
+                if not finite.all():  # the others go on, in a stack without the diverged
+                    keep = np.flatnonzero(finite)
                     old_step, old_alive = step, alive
                     alive = [alive[k] for k in keep]
                     if alive:
                         stack = stack.subset(keep)
-                        step, lam, etas, decays, huge = build(stack)
+                        rule, step = rule.subset(stack, keep), TrainStep(stack, cfg.n_batch)
                         step.adopt_logs(old_step, keep)  # flushed when they would be alone
                     old_step.flush_averages()
                     for k, net in lost.items():
-                        m = members[old_alive[k]]
                         net.averages = old_step.stack.network(k).averages
-                        for key, v in net.params.items():
-                            if key.startswith("W"):
-                                v *= old_c[k]
+                        m = members[old_alive[k]]
                         m.diverged_at, m.network = t, net
                         m.wall_time = time.perf_counter() - t0
                     if not alive:
                         return stack, alive
-                    c = c[keep]
-                if c.min() < 0.5:  # keeps the stored weights within 2x of the network's
-                    fold_weight_scale(c < 0.5)
                 t += 1
                 if t in to_record:
-                    fold_weight_scale()
+                    rule.fold()
                     step.flush_averages()
-                    _record(members, alive, stack, lam, t, t / steps_per_epoch, etas[t - 1],
-                            X, y, Xv, yv)
+                    _record(members, alive, stack, rule.lam, t, t / steps_per_epoch,
+                            rule.etas[t - 1], X, y, Xv, yv)
                     if bar is not None:
                         best = max(members[i].history["val_accuracy"][-1] for i in alive)
                         bar.set_postfix(val_acc=f"{best:.3f}")
@@ -292,7 +248,7 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
                     return stack, alive
         return stack, alive
     finally:  # the stack holds the networks' parameters and averages whatever happens
-        fold_weight_scale()
+        rule.fold()
         step.flush_averages()
 
 

@@ -13,7 +13,7 @@ from book_fixtures import PAGES
 # tables (rendered DataFrames and Markdown tables) and figures expected on each page
 EXPECTED = {
     "intro.html": (1, 0),  # the recipe (glued from chapter 2)
-    "executed/01_gradient_check.html": (5, 0),  # Table 1 (4-layer), 2- and 3-layer, overview, recheck
+    "executed/01_gradient_check.html": (6, 0),  # Table 1 (4-layer), 2-, 3-, 9-layer, overview, recheck
     "executed/02_bn_ablation.html": (3, 3),  # recipe, Table 2, all runs; LR schedule, 2 x curves
     "executed/03_lambda_search.html": (3, 1),  # Tables 3 and 4, the chosen lambda over seeds; plot
     "executed/04_sigma_sensitivity.html": (2, 2),  # Table 5, all runs; 3- and 9-layer curves

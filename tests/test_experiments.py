@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from trial_fixtures import tiny_data_spec
 
+from kbn.network import Network
 from kbn import NetworkConfig, SearchConfig, TrainConfig
 from kbn.experiments import bn_ablation as ab
 from kbn.experiments import gradient_check as gc
@@ -144,34 +145,61 @@ def check_data():
 def test_gradient_check_rows_and_zero_gradient_flags(check_data):
     X, y = check_data
     df = gc.gradient_check([8, 7], True, X, y, lam=0.01, seed=1)
-    # W, b, gamma, beta for the 2 hidden layers, W, b for the output layer, in layer order
-    assert list(df["key"]) == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2",
-                               "W3", "b3"]
+    # per path: W, b, gamma, beta for the 2 hidden layers, W, b for the output layer
+    keys = ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3"]
+    assert list(df["path"]) == ["reference"] * 10 + ["training"] * 10
+    assert list(df["key"]) == keys * 2
     assert list(df["shape"][:2]) == ["6x8", "8"]
     flagged = df[df["zero_gradient"]]
-    assert list(flagged["key"]) == ["b1", "b2"]  # hidden biases under BN, never the output bias
+    assert list(flagged["key"]) == ["b1", "b2"] * 2  # hidden biases under BN, never the output's
     assert (flagged["note"] == gc.ZERO_GRAD_NOTE).all()
     assert (flagged["max_abs_gradient"] < gc.ZERO_GRAD_TOL).all()
     live = df[~df["zero_gradient"]]
     assert (live["max_abs_error"] < 1e-7).all()
     no_bn = gc.gradient_check([8, 7], False, X, y, lam=0.01, seed=1)
-    assert len(no_bn) == 6 and not no_bn["zero_gradient"].any()
+    assert len(no_bn) == 12 and not no_bn["zero_gradient"].any()
+
+
+def test_kink_margin_is_the_smallest_relu_input(check_data):
+    X, y = check_data
+    net = Network.create(NetworkConfig(hidden=(5,), batch_norm=False), 6, 10,
+                         np.random.default_rng(0), np.float64)
+    p = net.params
+    assert gc.kink_margin(net, X) == np.abs(X @ p["W1"] + p["b1"]).min() > 0
+    p["b1"][2] = -(X[3] @ p["W1"][:, 2])  # sample 3 sits exactly on unit 2's kink
+    assert gc.kink_margin(net, X) == pytest.approx(0.0, abs=1e-15)
 
 
 def test_gradient_check_grid_summary_and_display(check_data):
     X, y = check_data
-    archs = {"2-layer": [5], "3-layer": [5, 4]}
+    archs = {"2-layer": [8], "3-layer": [8, 6]}  # no ReLU input exactly at its kink
     grid = gc.gradient_check_grid(archs, X, y, lam=0.01)
     s = gc.summary(grid)
-    assert len(s) == 4 and list(s["batch_norm"]) == [False, True, False, True]
-    assert list(s["n_zero_gradient"]) == [0, 1, 0, 2]
-    assert (s["kink_margin"] >= 0).all()  # 0: a sample whose layer-1 units are all off
+    assert len(s) == 8 and list(s["batch_norm"]) == [False, False, True, True] * 2
+    assert list(s["path"]) == ["reference", "training"] * 4
+    assert list(s["n_zero_gradient"]) == [0, 0, 1, 1, 0, 0, 2, 2]
     t = gc.display_table(grid, "3-layer")
-    assert list(t.columns) == ["BN", "layer", "parameter", "shape", "max rel. error",
-                               "max abs. error", "max |gradient|", "note"]
-    assert len(t) == 6 + 10 and t["parameter"].iloc[0] == "W1"
+    assert list(t.columns) == ["BN", "gradient", "layer", "parameter", "shape",
+                               "max rel. error", "max abs. error", "max |gradient|", "note",
+                               "verdict"]
+    assert len(t) == 2 * (6 + 10) and t["parameter"].iloc[0] == "W1"
+    assert (t["verdict"] == "ok").all()
     again = gc.recheck(grid, archs, X, y, lam=0.01, h=1e-6)
     assert set(again.columns) >= {"architecture", "max_rel_error"}
+
+
+def test_verdicts_fail_large_errors_unless_tiny_or_rechecked(check_data):
+    X, y = check_data
+    grid = gc.gradient_check_grid({"2-layer": [5]}, X, y, lam=0.01)
+    assert not gc.verdicts(grid).any()
+    wrong = grid.copy()
+    wrong.loc[3, ["max_rel_error", "max_abs_error"]] = [0.5, 1e-3]  # a real error: FAIL
+    wrong.loc[4, ["max_rel_error", "max_abs_error"]] = [0.5, 1e-12]  # a tiny entry: ok
+    wrong.loc[5, "max_abs_error"] = float("nan")  # not measured: FAIL
+    assert list(np.flatnonzero(gc.verdicts(wrong))) == [3, 5]
+    # a network near a kink is judged by its recheck at the smaller step
+    again = grid[grid.index == 3].copy()
+    assert list(np.flatnonzero(gc.verdicts(wrong, again))) == [5]
 
 
 # ---------------------------------------------------------------- BN ablation
@@ -272,12 +300,18 @@ def test_deep_sigma_claim_verdicts():
 # ---------------------------------------------------------------- glued values
 def test_gradient_check_key_values(check_data):
     X, y = check_data
-    archs = {"3-layer": [6, 5]}
+    archs = {"3-layer": [8, 6]}
     grid = gc.gradient_check_grid(archs, X, y, lam=0.01)
     s = gc.summary(grid)
-    v = gc.key_values(grid, s, gc.recheck(grid, archs, X, y, lam=0.01), h=1e-5)
-    assert v["gc_n_zero"] == 2 and v["gc_zero_max_abs_gradient"] < gc.ZERO_GRAD_TOL
-    assert v["gc_worst_abs"] < 1e-6 or v["gc_n_near_kink"] > 0
+    again = gc.recheck(grid, archs, X, y, lam=0.01)
+    v = gc.key_values(grid, s, again, h=1e-5)
+    assert v["gc_n_zero"] == 4 and v["gc_zero_max_abs_gradient"] < gc.ZERO_GRAD_TOL
+    assert v["gc_n_fail"] == 0 and v["gc_n_rows"] == len(grid) == 2 * (6 + 10)
+    for bn in (False, True):  # the per-network worst is what the rows say
+        rows = (again if s[s["batch_norm"] == bn]["near_kink"].any() else grid)
+        rows = rows[(rows["batch_norm"] == bn) & ~rows["zero_gradient"]]
+        key = f"gc_worst_rel_3layer_{'bn' if bn else 'nobn'}"
+        assert v[key] == rows["max_rel_error"].max() < 1e-6
     assert "kink" in v["gc_kink_note"]
 
 
