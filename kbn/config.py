@@ -16,15 +16,28 @@ import numpy as np
 
 N_TRAIN = 45_000  # training images in the reference split (50,000 - 5,000 validation)
 INITS = ("he", "xavier", "sigma")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("cyclical", "cosine", "one_cycle")
+MAX_SHIFT = 8  # translations beyond a quarter of the 32-pixel image are not augmentation
+# TrainConfig fields beyond the reference recipe: off at their defaults
+EXTENSIONS = ("optimizer", "momentum", "beta2", "schedule", "flip", "shift", "dropout",
+              "label_smoothing", "keep_test_probs")
 
 
 class _Config:
     """Shared behaviour: dict round trip that refuses unknown keys."""
 
+    # Fields added after the reference recipe (the tricks of chapter 6): left out of
+    # ``to_dict`` while at their default, so a config that does not use them has the same
+    # dict, and hence the same cache key and saved form, as before they existed.
+    _OPTIONAL: frozenset[str] = frozenset()
+
     def to_dict(self) -> dict[str, Any]:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name in self._OPTIONAL and value == f.default:
+                continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -138,6 +151,24 @@ class TrainConfig(_Config):
     evals_per_cycle: int = 10  # points per cycle at which train/val metrics are recorded
     seed: int = 0  # seeds initialisation and shuffling (numpy default_rng)
     dtype: str = "float32"  # arithmetic precision; float32 is ~1.6x faster, float64 for checks
+    # --- beyond the reference recipe (chapter 6); each off at its default, and then
+    # absent from to_dict (same cache keys as before). Trainings that use any of them are
+    # never stacked (kbn.stacking.uses_extensions).
+    optimizer: str = "sgd"  # update rule (kbn.optim): "sgd" is the recipe's; "momentum",
+    #   "nesterov" (SGD with momentum), "adam", "adamw" (Adam with decoupled L2 decay)
+    momentum: float = 0.9  # momentum coefficient (Adam's beta1); unused by "sgd"
+    beta2: float = 0.999  # Adam's second-moment averaging weight; only "adam" / "adamw"
+    schedule: str = "cyclical"  # learning rate: "cyclical" (the recipe's triangle), "cosine"
+    #   (eta_max -> eta_min over all 2 n_s n_cycles steps), "one_cycle" (linear warm-up,
+    #   then cosine down); kbn.schedule
+    flip: bool = False  # augmentation: flip each training image left-right with p = 1/2
+    shift: int = 0  # augmentation: translate each training image by up to this many pixels
+    dropout: float = 0.0  # inverted dropout: probability of dropping each hidden unit
+    label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / C instead of one-hot
+    keep_test_probs: bool = False  # keep the test-set class probabilities (plain and
+    #   flipped images) in the Result, for ensembles and test-time flips (kbn.ensemble)
+
+    _OPTIONAL = frozenset(EXTENSIONS)
 
     def __post_init__(self):
         name = "TrainConfig"
@@ -158,6 +189,7 @@ class TrainConfig(_Config):
             _fail(name, "dtype", self.dtype, "must be 'float32' or 'float64'")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             _fail(name, "seed", self.seed, "must be a non-negative int")
+        self._check_extensions()
         if self.eta_min > self.eta_max:
             _fail(name, "eta_min", self.eta_min, f"must not exceed eta_max={self.eta_max!r}",
                   f"must not exceed --eta-max {self.eta_max!r}")
@@ -165,6 +197,31 @@ class TrainConfig(_Config):
             _fail(name, "evals_per_cycle", self.evals_per_cycle,
                   f"cannot exceed the {2 * self.n_s} steps of a cycle (2 n_s)",
                   f"cannot exceed the {2 * self.n_s} steps of a cycle (2 x --n-s)")
+
+    def _check_extensions(self) -> None:
+        name = "TrainConfig"
+        if self.optimizer not in OPTIMIZERS:
+            _fail(name, "optimizer", self.optimizer, f"must be one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            _fail(name, "schedule", self.schedule, f"must be one of {SCHEDULES}")
+        for key in ("momentum", "beta2", "dropout", "label_smoothing"):
+            v = getattr(self, key)
+            _check_real(name, key, v)
+            if not (np.isfinite(v) and 0.0 <= v < 1.0):
+                _fail(name, key, v, "must be in [0, 1)")
+        for key in ("flip", "keep_test_probs"):
+            if not isinstance(getattr(self, key), (bool, np.bool_)):
+                _fail(name, key, getattr(self, key), "must be True or False")
+        v = self.shift
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= v <= MAX_SHIFT:
+            _fail(name, "shift", v, f"must be an int in [0, {MAX_SHIFT}] (pixels)")
+
+    @property
+    def uses_extensions(self) -> bool:
+        """Whether any option beyond the reference recipe is on (kbn.stacking keeps such
+        trainings out of stacks: the stacked path does not implement them)."""
+        return any(getattr(self, f.name) != f.default for f in dataclasses.fields(self)
+                   if f.name in EXTENSIONS)
 
     @property
     def n_steps(self) -> int:

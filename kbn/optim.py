@@ -83,3 +83,140 @@ class SGD:
         rule = SGD(stack, self.lam[keep], self.etas[:, keep])
         rule.c = self.c[keep]
         return rule
+
+
+class _PlainRule:
+    """Shared by the rules beyond the recipe's SGD: they read the plain gradient (grad
+    scale and weight scale 1, no folding) and update the stack's two parameter buffers,
+    ``weights`` (every W) and ``vectors`` (b, gamma, beta; never regularised).
+
+    stack: the networks (one: these rules are not used in stacks, see
+    kbn.stacking.uses_extensions); lam: (K,) L2 weights; etas: (n_steps, K) learning rates.
+    """
+
+    def __init__(self, stack: NetworkStack, lam: np.ndarray, etas: np.ndarray):
+        if stack.K != 1:
+            raise ValueError(f"{type(self).__name__} updates one network, not a stack of "
+                             f"{stack.K}: train such configurations one at a time")
+        self.stack = stack
+        self.lam = np.asarray(lam, np.float64)
+        self.etas = np.ascontiguousarray(etas, np.float64)
+        self.c = np.ones(stack.K)  # no weight scale: the trainer's fold() is a no-op
+        self._ones = np.ones(stack.K)
+
+    def prepare(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._ones, self._ones
+
+    def finish(self, t: int, grads: NetworkStack) -> None:
+        pass
+
+    def fold(self, which: np.ndarray | None = None) -> None:
+        pass
+
+    def subset(self, stack, keep):
+        raise ValueError(f"{type(self).__name__} does not train stacks")
+
+    def _buffers(self, grads: NetworkStack):
+        """(parameter, gradient, is-weights) for the two buffers."""
+        return ((self.stack.weights, grads.weights, True),
+                (self.stack.vectors, grads.vectors, False))
+
+
+class Momentum(_PlainRule):
+    """SGD with momentum on cost = loss + lam ||W||^2 (Sutskever et al. 2013 form):
+
+        v <- mu v - eta (dL/dp + 2 lam p [weights only]);   p <- p + v
+        Nesterov: p <- p + mu v - eta (dL/dp + 2 lam p)   (with the new v)
+
+    v starts at zero.
+    """
+
+    def __init__(self, stack, lam, etas, mu: float = 0.9, nesterov: bool = False):
+        super().__init__(stack, lam, etas)
+        self.mu, self.nesterov = float(mu), bool(nesterov)
+        self.velocity = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
+        self._t = 0
+
+    def prepare(self, t: int):
+        self._t = t
+        return self._ones, self._ones
+
+    def apply(self, grads: NetworkStack) -> None:
+        eta, lam = float(self.etas[self._t, 0]), float(self.lam[0])
+        for (p, g, is_w), v in zip(self._buffers(grads), self.velocity):
+            if is_w and lam:
+                g += (2.0 * lam) * p  # the gradient of the cost (L2 on weights only)
+            g *= eta
+            v *= self.mu
+            v -= g
+            if self.nesterov:
+                g *= -1.0
+                g += self.mu * v  # mu v - eta grad (g is scratch now)
+                p += g
+            else:
+                p += v
+
+
+class Adam(_PlainRule):
+    """Adam (Kingma & Ba 2015), bias-corrected, eps = 1e-8:
+
+        m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+        p <- p - eta (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    with g = dL/dp + 2 lam p (weights only) for "adam"; "adamw" (``decoupled``, Loshchilov
+    & Hutter 2019) leaves L2 out of g and decays the weights directly, p <- p - eta 2 lam p,
+    before the Adam step (the same lam and eta as the recipe's SGD would use).
+    """
+
+    eps = 1e-8
+
+    def __init__(self, stack, lam, etas, beta1: float = 0.9, beta2: float = 0.999,
+                 decoupled: bool = False):
+        super().__init__(stack, lam, etas)
+        self.beta1, self.beta2, self.decoupled = float(beta1), float(beta2), bool(decoupled)
+        self.m = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
+        self.v = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
+        self._t = 0
+
+    def prepare(self, t: int):
+        self._t = t
+        return self._ones, self._ones
+
+    def apply(self, grads: NetworkStack) -> None:
+        t = self._t + 1  # Adam counts steps from 1
+        eta, lam = float(self.etas[self._t, 0]), float(self.lam[0])
+        b1, b2 = self.beta1, self.beta2
+        step = eta / (1.0 - b1 ** t)  # the bias corrections, folded into scalars
+        root = 1.0 / np.sqrt(1.0 - b2 ** t)
+        for (p, g, is_w), m, v in zip(self._buffers(grads), self.m, self.v):
+            if is_w and lam:
+                if self.decoupled:
+                    p *= 1.0 - 2.0 * eta * lam
+                else:
+                    g += (2.0 * lam) * p
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            g *= g
+            g *= 1.0 - b2
+            v += g
+            np.sqrt(v, out=g)  # g is scratch from here on
+            g *= root
+            g += self.eps
+            np.divide(m, g, out=g)
+            g *= step
+            p -= g
+
+
+def make_rule(stack: NetworkStack, trains, lam: np.ndarray, etas: np.ndarray):
+    """The update rule the trainer runs for these TrainConfigs (one per network; a stack
+    shares its ``optimizer``, see kbn.stacking): the recipe's :class:`SGD` unless
+    ``optimizer`` says otherwise."""
+    cfg = trains[0]
+    if cfg.optimizer == "sgd":
+        return SGD(stack, lam, etas)
+    if cfg.optimizer in ("momentum", "nesterov"):
+        return Momentum(stack, lam, etas, cfg.momentum, nesterov=cfg.optimizer == "nesterov")
+    if cfg.optimizer in ("adam", "adamw"):
+        return Adam(stack, lam, etas, cfg.momentum, cfg.beta2, decoupled=cfg.optimizer == "adamw")
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")

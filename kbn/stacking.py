@@ -44,10 +44,23 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def uses_extensions(train: TrainConfig) -> bool:
+    """Whether a training uses an option beyond the reference recipe (augmentation,
+    dropout, label smoothing, another optimizer or schedule, ...: TrainConfig.EXTENSIONS).
+    The stacked path does not implement them, so such a training always trains alone."""
+    return train.uses_extensions
+
+
 def check_stackable(networks: Sequence[NetworkConfig], trains: Sequence[TrainConfig]) -> None:
     """Raise ValueError naming the first field in which two trainings cannot share a stack."""
     if len(networks) != len(trains) or not networks:
         raise ValueError("give one TrainConfig per NetworkConfig (at least one of each)")
+    if len(trains) > 1:
+        for i, train in enumerate(trains):
+            if uses_extensions(train):
+                raise ValueError(
+                    f"training {i} uses options beyond the reference recipe "
+                    f"({train.to_dict()!r}); those train one network at a time, not in a stack")
     first = dict(stack_key(networks[0], trains[0]))
     for i, (net, train) in enumerate(zip(networks, trains)):
         for name, value in stack_key(net, train):
@@ -73,9 +86,12 @@ def plan_stacks(pairs: Sequence[tuple[NetworkConfig, TrainConfig]], slots: int =
     stack, so the plan changes the speed, never the results.
     """
     groups: dict[tuple, list[int]] = {}
-    for i, (net, train) in enumerate(pairs):
-        groups.setdefault(stack_key(net, train), []).append(i)
     stacks = []
+    for i, (net, train) in enumerate(pairs):
+        if uses_extensions(train):  # the stacked path would ignore the option: alone
+            stacks.append([i])
+        else:
+            groups.setdefault(stack_key(net, train), []).append(i)
     for members in groups.values():
         size = max_stack_size(pairs[members[0]][0])
         n_stacks = max(-(-len(members) // size), min(slots, len(members)))

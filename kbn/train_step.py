@@ -85,11 +85,22 @@ class TrainStep:
     ``flush_averages()`` folds the logged steps into the stack's ``mean``/``var`` (an
     exponential average over k steps is one weighted sum). It runs every ``log_rows``
     steps; call it before reading the averages.
+
+    ``dropout`` (a probability p) drops each hidden unit's output with probability p and
+    scales the kept ones by 1 / (1 - p) (inverted dropout), with uniforms drawn from
+    ``dropout_rng`` (``.random(shape, dtype=...)``; a generator that returns the same
+    array every time gives a fixed mask, as the gradient check needs).
+    ``label_smoothing`` e trains on the targets (1 - e) one-hot + e / C.
     """
 
     def __init__(self, stack: NetworkStack, n: int, grads: NetworkStack | None = None,
-                 log_rows: int = 256):
+                 log_rows: int = 256, dropout: float = 0.0, dropout_rng=None,
+                 label_smoothing: float = 0.0):
         dt, K = stack.dtype, stack.K
+        self.dropout, self.dropout_rng = float(dropout), dropout_rng
+        if self.dropout and dropout_rng is None:
+            raise ValueError("dropout needs a dropout_rng (numpy.random.default_rng(seed))")
+        self.label_smoothing = float(label_smoothing)
         self.stack, self.n, self.K = stack, n, K
         self.batch_norm = stack.batch_norm
         self.grads = grads if grads is not None else NetworkStack(stack.configs, stack.sizes, dt)
@@ -132,6 +143,8 @@ class TrainStep:
         for layer in self.hidden:
             x = (self._bn_forward(layer, x, eps_c, inv_c) if self.batch_norm
                  else self._plain_forward(layer, x, c3))
+            if self.dropout:
+                self._drop(layer)
         if update_averages and self.batch_norm:
             self.logged_scales.append(c)
             if len(self.logged_scales) == len(self.hidden[0].mu_log):
@@ -230,6 +243,17 @@ class TrainStep:
         np.sign(h, out=L.on)  # h >= 0: 1 where the unit is on
         return h
 
+    def _drop(self, L: _HiddenLayer) -> None:
+        """Inverted dropout of the layer's output h: h *= mask, with mask 0 (probability p)
+        or 1 / (1 - p). The mask also enters the ReLU's 0/1 ``on``, which the backward pass
+        multiplies into the incoming gradient: d(relu(a) mask)/da = on * mask."""
+        p = self.dropout
+        u = self.dropout_rng.random(L.h.shape, dtype=L.h.dtype)
+        keep = (u >= p).astype(L.h.dtype)
+        keep *= 1.0 / (1.0 - p)
+        L.h *= keep
+        L.on *= keep
+
     def _softmax_cross_entropy(self, x: np.ndarray, y: np.ndarray, grad_scale: np.ndarray,
                                c3: np.ndarray) -> np.ndarray:
         """Output layer and losses; leaves grad_scale * dloss/dscores in ``scores``.
@@ -247,12 +271,21 @@ class TrainStep:
         # sums per network as stacked (K, 1, n) x (n,) products: the same numbers in a
         # stack as alone (one (K, n) GEMV would block its rows differently)
         picked = np.matmul(flat[flat_y][:, None, :], self.ones)[:, 0]
+        e = self.label_smoothing
+        if e:  # the target's log-probability weighs (1 - e) on y and e / C on every class
+            n_classes = scores.shape[1]
+            picked = (1.0 - e) * picked + (e / n_classes) * np.matmul(
+                np.matmul(self.class_ones, scores)[:, None, :], self.ones)[:, 0]
         np.exp(scores, out=scores)
         np.matmul(self.class_ones, scores, out=z)
         losses = (np.matmul(np.log(z)[:, None, :], self.ones)[:, 0] - picked) / n
         z *= (n / grad_scale)[:, None]
         scores /= z[:, None, :]  # softmax * grad_scale / n
-        flat[flat_y] -= (grad_scale / n)[:, None]  # (P - onehot) * grad_scale / n
+        if e:  # (P - target) * grad_scale / n
+            flat[flat_y] -= ((1.0 - e) * grad_scale / n)[:, None]
+            scores -= (e / n_classes * grad_scale / n)[:, None, None]
+        else:
+            flat[flat_y] -= (grad_scale / n)[:, None]  # (P - onehot) * grad_scale / n
         return losses
 
     # ---------------------------------------------------------------- backward

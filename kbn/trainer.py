@@ -16,8 +16,8 @@ import numpy as np
 from . import __version__
 from .config import NetworkConfig, TrainConfig
 from .network import Network
-from .optim import SGD
-from .schedule import cyclical_lr
+from .optim import make_rule
+from .schedule import learning_rates
 from .stack import NetworkStack
 from .train_step import TrainStep
 
@@ -40,6 +40,9 @@ class Result:
     network: Network | None = field(default=None, repr=False, compare=False)
     version: str = __version__
     stack_size: int = 1  # networks trained side by side with this one (itself included)
+    # (2, N, C) test-set class probabilities, of the images and of their mirror images,
+    # when TrainConfig.keep_test_probs (for kbn.ensemble); stored as float16
+    test_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def diverged(self) -> bool:
@@ -57,6 +60,7 @@ class Result:
             "diverged_at": self.diverged_at,
             "version": self.version,
             "stack_size": self.stack_size,
+            **({} if self.test_probs is None else {"test_probs": _encode_probs(self.test_probs)}),
         }
 
     @classmethod
@@ -71,7 +75,26 @@ class Result:
             diverged_at=d["diverged_at"],
             version=d["version"],
             stack_size=d.get("stack_size", 1),
+            test_probs=None if d.get("test_probs") is None else _decode_probs(d["test_probs"]),
         )
+
+
+def _encode_probs(p: np.ndarray) -> dict[str, Any]:
+    """(2, N, C) probabilities as JSON: float16 bytes in base64 (0.4 MB for the test set)."""
+    import base64
+
+    a = np.ascontiguousarray(p, dtype="<f2")
+    return {"shape": list(a.shape), "float16_base64": base64.b64encode(a.tobytes()).decode()}
+
+
+def _decode_probs(d: dict[str, Any]) -> np.ndarray:
+    import base64
+
+    shape = tuple(int(v) for v in d["shape"])
+    a = np.frombuffer(base64.b64decode(d["float16_base64"]), dtype="<f2")
+    if a.size != int(np.prod(shape)):
+        raise ValueError(f"test_probs: {a.size} values for shape {shape}")
+    return a.reshape(shape).astype(np.float32)
 
 
 def record_steps(cfg: TrainConfig) -> np.ndarray:
@@ -146,7 +169,9 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
     for net_cfg, train_cfg in zip(net_cfgs, train_cfgs):  # each as fit would draw it alone
         init_rng, _ = np.random.default_rng(train_cfg.seed).spawn(2)
         networks.append(Network.create(net_cfg, X.shape[1], n_classes, init_rng, dtype))
-    shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)[1]
+    # children 0 and 1 of the seed are initialisation and shuffles (as ever); 2 and 3 the
+    # augmentation and dropout draws of the options beyond the recipe
+    shuffle_rng, aug_rng, drop_rng = np.random.default_rng(cfg.seed).spawn(4)[1:]
     members = [_Member(net_cfg, train_cfg) for net_cfg, train_cfg in zip(net_cfgs, train_cfgs)]
     if desc is None:
         desc = net_cfgs[0].describe() + (f" x {len(members)}" if len(members) > 1 else "")
@@ -156,7 +181,7 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
     # recorded below, so numpy's overflow warnings would only repeat it as noise.
     with np.errstate(over="ignore", invalid="ignore"):
         stack, alive = _train(NetworkStack.from_networks(networks), members, cfg, X, y, Xv, yv,
-                              shuffle_rng, bar, t0)
+                              shuffle_rng, bar, t0, aug_rng, drop_rng)
         if alive:
             lams = np.array([members[i].train_config.lam for i in alive])
             test = stack.evaluate(np.asarray(data.test.X, dtype=dtype), data.test.y, lams)
@@ -164,12 +189,18 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
                 members[i].network = stack.network(k)
                 members[i].test_accuracy = float(test["accuracy"][k])
                 members[i].wall_time = time.perf_counter() - t0
+                if members[i].train_config.keep_test_probs:
+                    from .ensemble import test_probabilities
+
+                    members[i].test_probs = test_probabilities(
+                        members[i].network, np.asarray(data.test.X, dtype=dtype))
     if bar is not None:
         bar.close()
     K = len(members)
     return [Result(m.network_config, m.train_config, m.history, m.test_accuracy,
                    m.history["val_accuracy"][-1] if m.diverged_at is None else float("nan"),
-                   m.wall_time / K, m.diverged_at, m.network, stack_size=K) for m in members]
+                   m.wall_time / K, m.diverged_at, m.network, stack_size=K,
+                   test_probs=m.test_probs) for m in members]
 
 
 @dataclass
@@ -183,12 +214,18 @@ class _Member:
     network: Network | None = None
     test_accuracy: float = float("nan")
     wall_time: float = 0.0
+    test_probs: np.ndarray | None = None
 
 
 def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, Xv, yv,
-           shuffle_rng, bar, t0: float) -> tuple[NetworkStack, list[int]]:
-    """The update loop (the update itself: :class:`kbn.optim.SGD`). Returns the final
-    stack and the members (indices) still in it."""
+           shuffle_rng, bar, t0: float, aug_rng=None, drop_rng=None
+           ) -> tuple[NetworkStack, list[int]]:
+    """The update loop (the update itself: :func:`kbn.optim.make_rule`, the recipe's
+    :class:`kbn.optim.SGD` by default). Returns the final stack and the members (indices)
+    still in it. ``aug_rng``, ``drop_rng``: the draws of augmentation and dropout
+    (TrainConfig.flip / shift / dropout; only for a lone network, see kbn.stacking)."""
+    from .augment import Augmenter
+
     n = X.shape[0]
     to_record = set(record_steps(cfg).tolist())
     steps_per_epoch = n // cfg.n_batch  # the last incomplete batch of an epoch is dropped
@@ -197,9 +234,11 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
     trains = [m.train_config for m in members]
     lam = np.array([tc.lam for tc in trains])
     # (n_steps, K): row t holds every network's learning rate at step t
-    etas = np.stack([cyclical_lr(np.arange(cfg.n_steps), tc.eta_min, tc.eta_max, tc.n_s)
-                     for tc in trains], axis=1)
-    rule, step = SGD(stack, lam, etas), TrainStep(stack, cfg.n_batch)
+    etas = np.stack([learning_rates(tc) for tc in trains], axis=1)
+    rule = make_rule(stack, trains, lam, etas)
+    step = TrainStep(stack, cfg.n_batch, dropout=cfg.dropout, dropout_rng=drop_rng,
+                     label_smoothing=cfg.label_smoothing)
+    augment = Augmenter(cfg.flip, cfg.shift)
     t = 0
     try:
         while t < cfg.n_steps:
@@ -209,6 +248,8 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
                 # gathered into one reused buffer (mode="clip" skips take's bounds-checking
                 # copy; every index is valid): faster than a shuffled copy of each epoch
                 np.take(X, idx, axis=0, out=batch, mode="clip")
+                if augment.active:
+                    augment(batch, aug_rng)
                 grad_scale, weight_scale = rule.prepare(t)
                 losses = step(batch, y[idx], grad_scale, weight_scale)
                 rule.finish(t, step.grads)
