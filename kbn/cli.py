@@ -48,7 +48,10 @@ _OPTION = {"hidden": "--hidden", "init": "--init", "sigma": "--sigma", "alpha": 
            "n_s": "--n-s", "n_cycles": "--cycles", "lam": "--lam",
            "evals_per_cycle": "--evals-per-cycle", "seed": "--seed", "dtype": "--dtype",
            "coarse_range": "--coarse-range", "n_coarse": "--n-coarse", "n_fine": "--n-fine",
-           "fine_halfwidth": "--fine-halfwidth", ("SearchConfig", "seed"): "--search-seed"}
+           "fine_halfwidth": "--fine-halfwidth", ("SearchConfig", "seed"): "--search-seed",
+           "optimizer": "--optimizer", "momentum": "--momentum", "beta2": "--beta2",
+           "schedule": "--schedule", "flip": "--flip", "shift": "--shift",
+           "dropout": "--dropout", "label_smoothing": "--label-smoothing"}
 
 
 def _option_value(value) -> str:
@@ -139,15 +142,63 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
                    help="arithmetic precision")
 
 
+def _add_extension_options(p: argparse.ArgumentParser) -> None:
+    """The options beyond the reference recipe (chapter 6); their defaults leave it as is."""
+    from .config import OPTIMIZERS, SCHEDULES
+
+    d = TrainConfig()
+    g = p.add_argument_group("beyond the recipe")
+    g.add_argument("--preset", default=None, metavar="NAME_OR_FILE",
+                   help="start from a named configuration (kbn.presets: mlp-best, reference) "
+                        "or a JSON config file; the options given override it")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="update rule (sgd: the recipe's)")
+    g.add_argument("--momentum", type=_float, default=d.momentum,
+                   help="momentum (Adam's beta1) of --optimizer momentum/nesterov/adam/adamw")
+    g.add_argument("--beta2", type=_float, default=d.beta2, help="Adam's beta2")
+    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="learning-rate schedule over the 2 x --n-s x --cycles steps")
+    g.add_argument("--flip", action="store_true",
+                   help="augment: flip each training image left-right with probability 1/2")
+    g.add_argument("--shift", type=int, default=d.shift,
+                   help="augment: translate each training image by up to this many pixels")
+    g.add_argument("--dropout", type=_float, default=d.dropout,
+                   help="inverted dropout probability on every hidden layer")
+    g.add_argument("--label-smoothing", type=_float, default=d.label_smoothing,
+                   help="smooth the targets: (1 - e) one-hot + e / 10")
+
+
+def _preset_defaults(name_or_path: str) -> dict:
+    """A preset as defaults of ``kbn train``'s options (argument dests)."""
+    from .presets import preset_configs
+
+    try:
+        net, train = preset_configs(name_or_path)
+    except ValueError as exc:
+        raise CommandError(f"--preset {name_or_path}: {exc}") from None
+    out = {"hidden": list(net.hidden), "batch_norm": net.batch_norm, "init": net.init,
+           "sigma": net.sigma, "alpha": net.alpha}
+    for f, v in train.__dict__.items():
+        out["cycles" if f == "n_cycles" else f] = v
+    out.pop("keep_test_probs", None)
+    return out
+
+
 def _network_config(args) -> NetworkConfig:
     return NetworkConfig(hidden=tuple(args.hidden), batch_norm=args.batch_norm, init=args.init,
                          sigma=args.sigma, alpha=args.alpha)
 
 
 def _train_config(args) -> TrainConfig:
+    extensions = {}
+    if getattr(args, "optimizer", None) is not None:  # commands with the options of chapter 6
+        extensions = dict(optimizer=args.optimizer, momentum=args.momentum, beta2=args.beta2,
+                          schedule=args.schedule, flip=args.flip, shift=args.shift,
+                          dropout=args.dropout, label_smoothing=args.label_smoothing)
     return TrainConfig(n_batch=args.n_batch, eta_min=args.eta_min, eta_max=args.eta_max,
                        n_s=args.n_s, n_cycles=args.cycles, lam=args.lam,
-                       evals_per_cycle=args.evals_per_cycle, seed=args.seed, dtype=args.dtype)
+                       evals_per_cycle=args.evals_per_cycle, seed=args.seed, dtype=args.dtype,
+                       **extensions)
 
 
 def _n_weights(widths) -> int:
@@ -397,8 +448,14 @@ def cmd_evaluate(args) -> int:
               f"{data.checksum}) with its own normalisation, as --allow-other-data asks",
               file=sys.stderr)
     acc = net.evaluate(data.test.X, data.test.y, lam=0.0)["accuracy"]  # the trainer's path
+    how = ""
+    if args.flip:
+        from .ensemble import accuracy, test_probabilities
+
+        acc = accuracy(test_probabilities(net, data.test.X).mean(axis=0), data.test.y)
+        how = " with test-time flips"
     print(f"{net.config.describe()} from {args.model} (kbn {meta['kbn_version']}): "
-          f"test accuracy {100 * acc:.2f} % on {len(data.test.y)} images")
+          f"test accuracy {100 * acc:.2f} %{how} on {len(data.test.y)} images")
     return 0
 
 
@@ -459,7 +516,7 @@ def cmd_report(args) -> int:
 
 
 # ------------------------------------------------------------------ parser and entry point
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(preset_defaults: dict | None = None) -> argparse.ArgumentParser:
     fmt = _HelpFormatter
     parser = argparse.ArgumentParser(prog="kbn", formatter_class=fmt,
                                      description="k-layer networks with batch normalization on CIFAR-10")
@@ -473,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "its history (CSV, JSON) and its curves (PNG).")
     _add_network_options(p)
     _add_recipe_options(p)
+    _add_extension_options(p)
     _add_data_options(p)
     p.add_argument("--executor", default=None,
                    help="where to train: serial (here, the default), process, or a Dask "
@@ -482,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "is touched")
     p.add_argument("--quiet", action="store_true", help="no progress bar (one is shown by default)")
     p.set_defaults(func=cmd_train)
+    if preset_defaults:
+        p.set_defaults(**preset_defaults)
 
     p = sub.add_parser("gradcheck", formatter_class=fmt,
                        help="analytic vs numerical gradients for an architecture",
@@ -563,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ignored (accepted for scripts that pass the training options): the "
                         "model file fixes the test images and the normalisation")
     p.add_argument("--subset", type=_positive_int, default=None, help="ignored, as --n-val")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time flips: average the class probabilities of each image and "
+                        "its mirror image")
     p.set_defaults(func=cmd_evaluate)
     return parser
 
@@ -571,6 +634,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "preset", None):  # parsed again with the preset as the defaults
+            args = build_parser(_preset_defaults(args.preset)).parse_args(argv)
         with command_line_words():  # library messages name this command's options
             return args.func(args)
     except KeyboardInterrupt:

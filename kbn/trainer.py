@@ -192,8 +192,10 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
                 if members[i].train_config.keep_test_probs:
                     from .ensemble import test_probabilities
 
+                    # kept as stored (float16), so a cached Result is the same
                     members[i].test_probs = test_probabilities(
-                        members[i].network, np.asarray(data.test.X, dtype=dtype))
+                        members[i].network, np.asarray(data.test.X, dtype=dtype)
+                    ).astype(np.float16).astype(np.float32)
     if bar is not None:
         bar.close()
     K = len(members)
