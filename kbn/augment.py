@@ -66,7 +66,22 @@ class Augmenter:
             self._padded = np.zeros((n, CHANNELS, P, P), X.dtype)
         padded = self._padded[:n]  # its border stays 0
         padded[:, :, s:s + SIDE, s:s + SIDE] = X.reshape(n, CHANNELS, SIDE, SIDE)
-        index = np.where(flips[:, None], self.base_flipped, self.base)
-        index += (dy * P + dx)[:, None]
-        X[...] = np.take_along_axis(padded.reshape(n, -1), index, axis=1)
+        # one window copy per image (a strided view of the padded batch): ~3 us each,
+        # several times faster than one fancy-indexed gather over the whole batch
+        out = X.reshape(n, CHANNELS, SIDE, SIDE)
+        rows, cols = (dy + s).tolist(), (dx + s).tolist()
+        for i, (r, q, f) in enumerate(zip(rows, cols, flips.tolist())):
+            window = padded[i, :, r:r + SIDE, q:q + SIDE]
+            out[i] = window[..., ::-1] if f else window
         return X
+
+    def gather(self, X: np.ndarray, flips: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+        """The same transform as one fancy-indexed gather (the readable definition: output
+        pixel (c, r, q) reads padded pixel (c, r + dy, q' + dx), q' = q or 31 - q); the
+        tests hold the two equal."""
+        n, P, s = X.shape[0], self.P, self.shift
+        padded = np.zeros((n, CHANNELS, P, P), X.dtype)
+        padded[:, :, s:s + SIDE, s:s + SIDE] = X.reshape(n, CHANNELS, SIDE, SIDE)
+        index = np.where(np.asarray(flips)[:, None], self.base_flipped, self.base)
+        index = index + (np.asarray(dy) * P + np.asarray(dx))[:, None]
+        return np.take_along_axis(padded.reshape(n, -1), index, axis=1)

@@ -128,31 +128,35 @@ class Momentum(_PlainRule):
         v <- mu v - eta (dL/dp + 2 lam p [weights only]);   p <- p + v
         Nesterov: p <- p + mu v - eta (dL/dp + 2 lam p)   (with the new v)
 
-    v starts at zero.
+    v starts at zero. The step delivers eta dL/dp (grad_scale = eta: free, at the scores),
+    and the update runs in place over preallocated buffers: it is memory-bound (a few
+    passes over every weight), and a fresh temporary per step would cost page faults too.
     """
 
     def __init__(self, stack, lam, etas, mu: float = 0.9, nesterov: bool = False):
         super().__init__(stack, lam, etas)
         self.mu, self.nesterov = float(mu), bool(nesterov)
         self.velocity = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
+        self.scratch = [np.empty_like(self.stack.weights), np.empty_like(self.stack.vectors)]
         self._t = 0
 
     def prepare(self, t: int):
         self._t = t
-        return self._ones, self._ones
+        return self.etas[t], self._ones
 
     def apply(self, grads: NetworkStack) -> None:
-        eta, lam = float(self.etas[self._t, 0]), float(self.lam[0])
-        for (p, g, is_w), v in zip(self._buffers(grads), self.velocity):
+        eta, lam, mu = float(self.etas[self._t, 0]), float(self.lam[0]), self.mu
+        for (p, g, is_w), v, tmp in zip(self._buffers(grads), self.velocity, self.scratch):
+            # g holds eta dL/dp; make it eta times the gradient of the cost
             if is_w and lam:
-                g += (2.0 * lam) * p  # the gradient of the cost (L2 on weights only)
-            g *= eta
-            v *= self.mu
-            v -= g
+                np.multiply(p, 2.0 * eta * lam, out=tmp)
+                g += tmp
+            v *= mu
+            v -= g  # v = mu v - eta grad
             if self.nesterov:
-                g *= -1.0
-                g += self.mu * v  # mu v - eta grad (g is scratch now)
-                p += g
+                np.multiply(v, mu, out=tmp)
+                tmp -= g
+                p += tmp  # p + mu v - eta grad
             else:
                 p += v
 
@@ -176,6 +180,7 @@ class Adam(_PlainRule):
         self.beta1, self.beta2, self.decoupled = float(beta1), float(beta2), bool(decoupled)
         self.m = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
         self.v = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
+        self.scratch = [np.empty_like(self.stack.weights), np.empty_like(self.stack.vectors)]
         self._t = 0
 
     def prepare(self, t: int):
@@ -188,14 +193,16 @@ class Adam(_PlainRule):
         b1, b2 = self.beta1, self.beta2
         step = eta / (1.0 - b1 ** t)  # the bias corrections, folded into scalars
         root = 1.0 / np.sqrt(1.0 - b2 ** t)
-        for (p, g, is_w), m, v in zip(self._buffers(grads), self.m, self.v):
+        for (p, g, is_w), m, v, tmp in zip(self._buffers(grads), self.m, self.v, self.scratch):
             if is_w and lam:
                 if self.decoupled:
                     p *= 1.0 - 2.0 * eta * lam
                 else:
-                    g += (2.0 * lam) * p
+                    np.multiply(p, 2.0 * lam, out=tmp)
+                    g += tmp
             m *= b1
-            m += (1.0 - b1) * g
+            np.multiply(g, 1.0 - b1, out=tmp)
+            m += tmp
             v *= b2
             g *= g
             g *= 1.0 - b2

@@ -109,3 +109,15 @@ def test_the_trainer_keeps_each_image_with_its_label(monkeypatch):
         assert np.array_equal(Xb.max(axis=1), yb.astype(np.float32))
         moved += int(np.sum(Xb[:, 8 * 32 + 8] == 0))  # a corner of the square moved away
     assert moved > 0  # the batches were really augmented
+
+
+def test_the_window_copies_equal_the_gather():
+    """The per-image window copies the trainer runs give the one-gather definition."""
+    X = images(50)
+    aug = Augmenter(flip=True, shift=3)
+    rng = np.random.default_rng(5)
+    flips = rng.random(50) < 0.5
+    dy, dx = rng.integers(-3, 4, size=(2, 50))
+    got = aug(X.copy(), np.random.default_rng(5))
+    assert np.array_equal(got, aug.gather(X, flips, dy, dx))
+    assert not np.array_equal(got, aug.gather(X, ~flips, dy, dx))  # a wrong flip shows

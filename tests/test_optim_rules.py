@@ -31,8 +31,9 @@ def run(rule, stack, grads):
     g_stack = NetworkStack(stack.configs, stack.sizes, stack.dtype)
     for t, (gw, gv) in enumerate(grads):
         grad_scale, weight_scale = rule.prepare(t)
-        assert np.all(grad_scale == 1) and np.all(weight_scale == 1)  # plain gradients
-        g_stack.weights[...], g_stack.vectors[...] = gw, gv
+        assert np.all(weight_scale == 1)  # no weight scale: the stored weights are the network's
+        # TrainStep delivers grad_scale times the gradient
+        g_stack.weights[...], g_stack.vectors[...] = grad_scale[0] * gw, grad_scale[0] * gv
         rule.finish(t, g_stack)
         rule.apply(g_stack)
         seen.append((stack.weights.copy(), stack.vectors.copy()))
