@@ -34,6 +34,11 @@ TRAIN = {  # option: (integer?, outcomes for 0, -1, nan, inf, huge)
     "--seed": (True, (A, R, U, U, A)),
     "--n-val": (True, (A, R, U, U, R)),
     "--subset": (True, (U, U, U, U, A)),
+    "--momentum": (False, (A, R, U, U, R)),
+    "--beta2": (False, (A, R, U, U, R)),
+    "--dropout": (False, (A, R, U, U, R)),
+    "--label-smoothing": (False, (A, R, U, U, R)),
+    "--shift": (True, (A, R, U, U, R)),
 }
 SEARCH = {
     "--n-coarse": (True, (U, U, U, U, R)),

@@ -31,7 +31,7 @@ from ..presets import PRESETS, preset_configs, write_config_file
 from . import recipe
 from .chapter import ChapterOutput, Stopwatch
 from .display import percent_table, run_note
-from .parameters import ChapterParameters, ParameterError, check_seeds
+from .parameters import _EXECUTOR, ChapterParameters, ParameterError, check_seeds
 from .stats import t975
 from .trainings import Trainings
 
@@ -70,9 +70,12 @@ class Parameters(ChapterParameters):
     """The parameters cell of notebooks/06_pushing_the_mlp.ipynb."""
 
     seeds: list[int] = (0, 1, 2)  # one run per seed and configuration (smoke: the first two)
-    executor: str | None = None  # None: $KBN_EXECUTOR, else one process per core; "serial": here
+    executor: str | None = None  # the ablation's: None: $KBN_EXECUTOR, else one process per core
     cache: str | None = None  # folder of finished trainings to reuse and add to (None: train all)
     best: str = "mlp-best"  # the best configuration: a kbn.presets name or a JSON config file
+    # where the best configuration trains: "serial" = one run at a time on every core, so a
+    # run's wall time is what it costs on the whole machine (None: as ``executor``)
+    best_executor: str | None = "serial"
     ablation_hidden: list[int] = (256, 128)  # the small network of the ablation
     ablation_epochs: int = 8  # its schedule, in epochs (batch and the rest as the best's)
     tricks: list[str] = tuple(TRICKS)  # which tricks the ablation measures
@@ -83,6 +86,9 @@ class Parameters(ChapterParameters):
         if not self.ablation_hidden or min(self.ablation_hidden) < 1:
             raise ParameterError(f"parameter ablation_hidden={list(self.ablation_hidden)!r}: "
                                  "give a list of positive widths, e.g. [256, 128]")
+        if self.best_executor is not None and not _EXECUTOR.match(self.best_executor.strip().lower()):
+            raise ParameterError(f"parameter best_executor={self.best_executor!r}: give None, "
+                                 "'serial', 'process', 'process:N' or a Dask address")
         if self.ablation_epochs < 1:
             raise ParameterError(f"parameter ablation_epochs={self.ablation_epochs}: must be >= 1")
         bad = sorted(set(self.tricks) - set(TRICKS))
@@ -271,7 +277,11 @@ def run(params: Parameters) -> ChapterOutput:
     best_labelled = [({"part": "best", "point": "best", "toggled": "", "with_trick": None},
                       best_net, best_train.replace(seed=int(s), keep_test_probs=True))
                      for s in seeds]
-    runs_b, best_results = trainings.grid(best_labelled, desc="best configuration")
+    ablation_executor, trainings.executor = trainings.executor, params.best_executor or params.executor
+    try:
+        runs_b, best_results = trainings.grid(best_labelled, desc="best configuration")
+    finally:
+        trainings.executor = ablation_executor
     runs = pd.concat([runs_a, runs_b], ignore_index=True)
     shown_ablation, ablation_raw = ablation_table(runs, params.tricks)
 
