@@ -119,3 +119,16 @@ def test_ensembles_and_test_time_flips(toy_data):
     assert ensemble_accuracy([a], y) == np.mean(a[0].argmax(axis=1) == y)
     with pytest.raises(ValueError, match="at least one member"):
         combine([])
+
+
+def test_test_probabilities_are_of_the_images_and_their_mirror_images():
+    from kbn.ensemble import test_probabilities
+    from kbn.network import Network
+
+    rng = np.random.default_rng(3)
+    net = Network.create(NetworkConfig(hidden=[8], batch_norm=False), 3072, 10, rng, np.float64)
+    X = rng.standard_normal((7, 3072))
+    P = test_probabilities(net, X)
+    np.testing.assert_allclose(P[0], class_probabilities(net, X))
+    np.testing.assert_allclose(P[1], class_probabilities(net, mirror(X)))
+    assert not np.allclose(P[0], P[1])
