@@ -24,7 +24,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"hidden": (1024, 512, 256)},
         {"n_batch": 200, "n_s": 5625, "n_cycles": 1, "evals_per_cycle": 10,
          "optimizer": "nesterov", "momentum": 0.9, "schedule": "one_cycle",
-         "eta_min": 1e-4, "eta_max": 0.05, "lam": 2.5e-4, "flip": True, "shift": 4,
+         "eta_min": 1e-4, "eta_max": 0.1, "lam": 2.5e-4, "flip": True, "shift": 4,
          "label_smoothing": 0.1},
     ),
 }

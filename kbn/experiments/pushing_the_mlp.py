@@ -39,8 +39,8 @@ DEPENDS_ON: tuple[str, ...] = ()
 
 # Each trick: (label, its fields when on, when off). "off" is the baseline's value.
 TRICKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "momentum": ("Nesterov momentum 0.9 (η_max 0.05) instead of plain SGD (η_max 0.1)",
-                 {"optimizer": "nesterov", "eta_max": 0.05}, {"optimizer": "sgd", "eta_max": 0.1}),
+    "momentum": ("Nesterov momentum 0.9 instead of plain SGD (both η_max 0.1)",
+                 {"optimizer": "nesterov", "eta_max": 0.1}, {"optimizer": "sgd", "eta_max": 0.1}),
     "one_cycle": ("one-cycle schedule (warm-up, cosine down) instead of the triangle",
                   {"schedule": "one_cycle"}, {"schedule": "cyclical"}),
     "flip": ("random horizontal flips", {"flip": True}, {"flip": False}),
