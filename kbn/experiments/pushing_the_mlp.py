@@ -287,6 +287,10 @@ def run(params: Parameters) -> ChapterOutput:
 
     # evaluation tricks on the best runs: test-time flips, the ensemble of the seeds
     y = np.asarray(data.test.y)
+    diverged = [s for s, r in zip(seeds, best_results) if r.diverged]
+    if diverged:  # nothing below (flips, ensemble, confusion) means anything then
+        raise RuntimeError(f"the best configuration ({params.best}) diverged for seed(s) "
+                           f"{diverged}; lower its eta_max or choose another configuration")
     tables_p = [r.test_probs for r in best_results]
     single = np.array([100 * r.test_accuracy for r in best_results])
     single_tta = np.array([100 * ensemble.ensemble_accuracy([p], y, flip=True) for p in tables_p])
