@@ -102,3 +102,31 @@ def test_smoke_run_writes_a_config_file_that_trains_the_best(tmp_path):
                                  cache=str(tmp_path / "cache")))
     assert again.trainings.n_cached == again.trainings.n_runs
     assert again.values["best_mean"] == v["best_mean"] and again.values["ensemble_tta"] == v["ensemble_tta"]
+
+
+@requires_real_data
+def test_the_saved_best_configuration_retrains_and_reloads_to_the_chapters_number(tmp_path):
+    """The chapter's config file through `kbn train --preset FILE` (the chapter's data: the
+    smoke subset) gives the chapter's seed-0 test accuracy, and `kbn evaluate` of the saved
+    model gives it again."""
+    import re
+    import subprocess
+    import sys
+
+    from kbn.experiments import recipe
+
+    out = ch.run(ch.Parameters(smoke=True, executor="serial", progress=False,
+                               results_dir=str(tmp_path)))
+    expected = f"{out.values['best_seed0']:.2f}"
+
+    def kbn(*args):
+        return subprocess.run([sys.executable, "-m", "kbn", *map(str, args)],
+                              capture_output=True, text=True, timeout=600)
+
+    train = kbn("train", "--preset", tmp_path / "pushing_the_mlp_best.json", "--seed", "0",
+                "--subset", recipe.SMOKE_SUBSET, "--quiet", "--out", tmp_path / "run")
+    assert train.returncode == 0, train.stderr
+    assert re.search(r"test accuracy (\d+\.\d+) %", train.stdout).group(1) == expected
+    ev = kbn("evaluate", tmp_path / "run" / "model.npz")
+    assert ev.returncode == 0, ev.stderr
+    assert re.search(r"test accuracy (\d+\.\d+) %", ev.stdout).group(1) == expected
