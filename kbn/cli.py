@@ -158,8 +158,9 @@ def _add_extension_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta2", type=_float, default=d.beta2, help="Adam's beta2")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="learning-rate schedule over the 2 x --n-s x --cycles steps")
-    g.add_argument("--flip", action="store_true",
-                   help="augment: flip each training image left-right with probability 1/2")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip,
+                   help="augment: flip each training image left-right with probability 1/2 "
+                        "(off by default; --no-flip turns a preset's off)")
     g.add_argument("--shift", type=int, default=d.shift,
                    help="augment: translate each training image by up to this many pixels")
     g.add_argument("--dropout", type=_float, default=d.dropout,

@@ -44,6 +44,8 @@ def test_a_preset_trains_its_configuration_and_options_override_it(name):
     net, train = parsed(["train", "--preset", name, "--seed", "2", "--hidden", "30"])
     expected_net, expected_train = preset_configs(name)
     assert train == expected_train.replace(seed=2) and net == expected_net.replace(hidden=(30,))
+    _, off = parsed(["train", "--preset", name, "--no-flip"])
+    assert off == expected_train.replace(flip=False)
 
 
 def test_a_config_file_is_a_preset(tmp_path):
