@@ -120,6 +120,39 @@ def accuracy_vs_lambda(trials, chosen_lambda: float | None = None,
     return fig
 
 
+def lambda_race(race, lambdas: Mapping[str, float] | None = None, chance: float | None = None,
+                escaped: float | None = None, title: str | None = None) -> Figure:
+    """Test accuracy of every run against lambda (log x axis): one dot per seed, a line
+    through the mean per lambda, vertical lines at ``lambdas`` ({label: lambda}), and
+    horizontal ones at chance and at the escape threshold.
+
+    race: DataFrame with columns lam, seed, test_accuracy (%), as
+    :func:`kbn.experiments.sigma_sensitivity.race_table`.
+    """
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for i, (seed, g) in enumerate(race.groupby("seed", sort=True)):
+        ax.plot(g["lam"], g["test_accuracy"], "o", ls="none", ms=6, alpha=0.7,
+                color=f"C{i % 10}", label=f"seed {seed}")
+    mean = race.groupby("lam", sort=True)["test_accuracy"].mean()
+    ax.plot(mean.index, mean.to_numpy(), "-", color="0.2", lw=1.2, label="mean over seeds")
+    styles = ["--", ":", "-."]
+    for j, (label, lam) in enumerate((lambdas or {}).items()):
+        ax.axvline(lam, color="0.4", lw=1, ls=styles[j % len(styles)], label=f"{label} = {lam:.2e}")
+    if chance is not None:
+        ax.axhline(chance, color="tab:red", lw=0.8, label=f"chance ({chance:g} %)")
+    if escaped is not None:
+        ax.axhline(escaped, color="tab:red", lw=0.8, ls=":", label=f"escape threshold ({escaped:g} %)")
+    ax.set_xscale("log")
+    ax.set_xlabel("λ (L2 weight)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig
+
+
 def init_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping]]], metric: str = "loss",
                 x: str = "epoch", title: str | None = None, share_y: bool = True,
                 max_cols: int = 3) -> Figure:

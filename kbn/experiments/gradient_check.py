@@ -30,6 +30,7 @@ from . import recipe
 from .chapter import ChapterOutput, Stopwatch
 from .display import run_note
 from .parameters import ChapterParameters, ParameterError, check_architectures
+from .reference import REFERENCE
 
 DEPENDS_ON: tuple[str, ...] = ()  # reads no other chapter's results
 
@@ -256,9 +257,13 @@ def key_values(grid: pd.DataFrame, summary_df: pd.DataFrame, rechecked: pd.DataF
         key = f"gc_worst_rel_{layers_}layer_{'bn' if bn else 'nobn'}"
         per_network[key] = float(g["max_rel_error"].max())
         per_network[key.replace("_rel_", "_abs_")] = float(g["max_abs_error"].max())
+        bound = REFERENCE["gradcheck_max_rel_error"]
+        per_network[f"{key}_verdict"] = (
+            f"{'below' if per_network[key] < bound else 'NOT below'} the original's bound "
+            f"{bound:.0e} (ours: the worst over both paths)")
     training = clean[clean["path"] == "training"]
     return {
-        **per_network,
+        **per_network, "gc_ref_bound": REFERENCE["gradcheck_max_rel_error"],
         "gc_n_fail": int(failed.sum()), "gc_n_rows": len(grid),
         "gc_verdict": ("every analytic gradient, the reference's and the training path's, "
                        "agrees with the finite differences" if not failed.any() else

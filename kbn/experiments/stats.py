@@ -88,18 +88,75 @@ def compare(ours: float, ref: float, std: float | None, n: int,
 
 
 def difference_of_means(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int) -> dict[str, Any]:
-    """m1 - m2 and whether it exceeds run-to-run noise (Welch: |diff| > t(dof) * se, with
-    se = sqrt(s1^2/n1 + s2^2/n2) and Welch-Satterthwaite dof); beyond is None if either
-    group has fewer than 2 runs."""
+    """m1 - m2, its 95 % confidence interval and whether it excludes zero (Welch: the
+    half-width is t(dof) * se, with se = sqrt(s1^2/n1 + s2^2/n2) and Welch-Satterthwaite
+    dof). ci_low/ci_high are NaN and beyond_noise None if either group has fewer than 2 runs.
+    """
     diff = float(m1 - m2)
+    nan = float("nan")
     if n1 < 2 or n2 < 2 or not (np.isfinite(s1) and np.isfinite(s2)):
-        return {"diff": diff, "std_error": float("nan"), "threshold": float("nan"),
-                "beyond_noise": None}
+        return {"diff": diff, "std_error": nan, "threshold": nan, "dof": nan,
+                "ci_low": nan, "ci_high": nan, "beyond_noise": None}
     v1, v2 = s1 ** 2 / n1, s2 ** 2 / n2
     se = math.sqrt(v1 + v2)
     if se == 0:
-        return {"diff": diff, "std_error": 0.0, "threshold": 0.0, "beyond_noise": diff != 0}
+        return {"diff": diff, "std_error": 0.0, "threshold": 0.0, "dof": nan,
+                "ci_low": diff, "ci_high": diff, "beyond_noise": diff != 0}
     dof = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
     thr = t975(dof) * se
-    return {"diff": diff, "std_error": se, "threshold": thr, "beyond_noise": bool(abs(diff) > thr)}
+    return {"diff": diff, "std_error": se, "threshold": thr, "dof": dof,
+            "ci_low": diff - thr, "ci_high": diff + thr, "beyond_noise": bool(abs(diff) > thr)}
 
+
+def compare_difference(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int,
+                       ref: float) -> dict[str, Any]:
+    """Our difference of means m1 - m2 beside the original's ``ref``, the difference of its
+    two single runs. Like :func:`compare`, a difference counts as noise when ``ref`` lies in
+    the 95 % prediction interval of one new pair of runs: half-width
+    t(dof) * sqrt(s1^2 (1 + 1/n1) + s2^2 (1 + 1/n2)), Welch-Satterthwaite dof."""
+    diff = float(m1 - m2) - float(ref)
+    if n1 < 2 or n2 < 2 or not (np.isfinite(s1) and np.isfinite(s2)):
+        return {"diff": diff, "threshold": float("nan"), "within": None,
+                "verdict": "run-to-run noise not measured (a single seed)"}
+    a, b = s1 ** 2 * (1 + 1 / n1), s2 ** 2 * (1 + 1 / n2)
+    if a + b == 0:
+        thr = 0.0
+    else:
+        dof = (a + b) ** 2 / (a ** 2 / (n1 - 1) + b ** 2 / (n2 - 1))
+        thr = t975(dof) * math.sqrt(a + b)
+    within = bool(abs(diff) <= thr)
+    word, sign = ("within", "≤") if within else ("outside", ">")
+    return {"diff": diff, "threshold": thr, "within": within,
+            "verdict": (f"{word} run-to-run noise: |difference| = {abs(diff):.2f} {sign} {thr:.2f}, "
+                        f"the 95 % prediction interval of one pair of runs from our seeds")}
+
+
+def format_ci(low: float, high: float, digits: int = 2) -> str:
+    """'[+1.20, +3.40]' (signed), or 'not measured' when the interval is unknown."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "not measured"
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def seeds_to_resolve(diff: float, s1: float, s2: float) -> int | None:
+    """Seeds per group at which a true difference ``diff`` (with run-to-run stds s1, s2)
+    would put zero outside the 95 % interval about half of the time: the smallest n with
+    t(2n - 2) * sqrt((s1^2 + s2^2) / n) <= |diff|. None if not computable."""
+    if not all(np.isfinite(v) for v in (diff, s1, s2)) or diff == 0:
+        return None
+    for n in range(2, 1001):
+        if t975(2 * n - 2) * math.sqrt((s1 ** 2 + s2 ** 2) / n) <= abs(diff):
+            return n
+    return None
+
+
+def gain_verdict(d: dict[str, Any], what: str = "the gain", unit: str = "points") -> str:
+    """A sentence saying whether the interval of :func:`difference_of_means` resolves the
+    sign of ``what`` (zero outside it) or not."""
+    if d["beyond_noise"] is None:
+        return f"{what}: run-to-run noise not measured (a single seed), so not resolved"
+    ci = format_ci(d["ci_low"], d["ci_high"])
+    if d["beyond_noise"]:
+        sign = "positive" if d["diff"] > 0 else "negative"
+        return f"resolved: {what} is {sign}, 95 % interval {ci} {unit} (Welch)"
+    return f"not resolved: the 95 % interval {ci} {unit} (Welch) includes zero"
