@@ -33,12 +33,19 @@ def trainings(tmp_path):
 
 
 # ---------------------------------------------------------------- reference values
-def test_reference_values_are_the_original_reports():
-    assert REFERENCE["ablation_3_nobn"] == 52.95 and REFERENCE["ablation_3_bn"] == 53.14
-    assert REFERENCE["ablation_9_nobn"] == 44.02 and REFERENCE["ablation_9_bn"] == 51.75
-    assert REFERENCE["best_lambda"] == 3.2e-3 and REFERENCE["best_lambda_test"] == 54.15
-    assert REFERENCE["sigma_1e-4_nobn"] == 10.0 and REFERENCE["sigma_1e-4_bn"] == 53.0
+def test_reference_values_hang_together():
+    """The original's numbers are typed once (reference.py); what ties them to each other
+    is checked here, not their values again: the text's 17 % is the drop of its own
+    Table 2, Table 5's lambda is the best fine lambda, and sigma = 1e-1 with BN there is
+    the best lambda's run (same accuracy)."""
+    drop = 100 * (REFERENCE["ablation_3_nobn"] - REFERENCE["ablation_9_nobn"]) / REFERENCE["ablation_3_nobn"]
+    assert round(drop) == REFERENCE["text_depth_drop_nobn_pct"]
+    assert REFERENCE["sigma_lambda"] == REFERENCE["best_lambda"]
+    assert REFERENCE["sigma_1e-1_bn"] == REFERENCE["best_lambda_test"]
+    assert REFERENCE["coarse_best_test"] < REFERENCE["best_lambda_test"]  # fine beat coarse
     assert set(DESCRIPTION) == set(REFERENCE)
+    # every Table 5 cell the chapter compares has its original value
+    assert {ss.reference_key("sigma", s, bn) for s in ss.SIGMAS for bn in (False, True)} <= set(REFERENCE)
 
 
 # ---------------------------------------------------------------- tables
@@ -96,6 +103,60 @@ def test_difference_of_means_welch():
 
 
 # ---------------------------------------------------------------- results, recipe, display
+def test_welch_interval_and_verdicts():
+    # equal spreads and sizes: Welch's dof is 2n - 2 and the half-width t * sqrt(2 s^2 / n)
+    d = tables.difference_of_means(54.0, 0.4, 5, 53.0, 0.4, 5)
+    half = tables.t975(8) * math.sqrt(2 * 0.4 ** 2 / 5)
+    assert d["dof"] == pytest.approx(8.0)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((1.0 - half, 1.0 + half))
+    assert d["beyond_noise"] is True and tables.gain_verdict(d).startswith(
+        "resolved: the gain is positive, 95 % interval [+0.42, +1.58]")
+    loss = tables.difference_of_means(53.0, 0.4, 5, 54.0, 0.4, 5)
+    assert tables.gain_verdict(loss).startswith("resolved: the gain is negative")
+    wide = tables.difference_of_means(51.4, 0.5, 3, 46.1, 3.4, 3)
+    assert wide["ci_low"] < 0 < wide["ci_high"]
+    assert tables.gain_verdict(wide).startswith("not resolved: the 95 % interval [")
+    one = tables.difference_of_means(51.4, float("nan"), 1, 46.1, 3.4, 3)
+    assert one["beyond_noise"] is None and math.isnan(one["ci_low"])
+    assert "not resolved" in tables.gain_verdict(one) and tables.format_ci(one["ci_low"], 1) == "not measured"
+    # seeds that would resolve a gain of 5.3 with stds 0.5 and 3.4: the first n that works
+    n = tables.seeds_to_resolve(5.3, 0.5, 3.4)
+    ok = lambda k: tables.t975(2 * k - 2) * math.sqrt((0.5 ** 2 + 3.4 ** 2) / k) <= 5.3
+    assert ok(n) and not ok(n - 1)
+    assert tables.seeds_to_resolve(0.0, 0.5, 3.4) is None
+
+
+def test_a_difference_beside_the_original_uses_one_pair_of_runs():
+    c = tables.compare_difference(54.0, 0.4, 5, 53.0, 0.6, 5, ref=0.19)
+    a, b = 0.4 ** 2 * 1.2, 0.6 ** 2 * 1.2
+    dof = (a + b) ** 2 / (a ** 2 / 4 + b ** 2 / 4)
+    assert c["diff"] == pytest.approx(1.0 - 0.19)
+    assert c["threshold"] == pytest.approx(tables.t975(dof) * math.sqrt(a + b))
+    assert c["within"] is True and c["verdict"].startswith("within")
+    assert tables.compare_difference(54.0, 0.1, 5, 53.0, 0.1, 5, ref=7.73)["within"] is False
+    assert tables.compare_difference(54.0, 0.1, 1, 53.0, 0.1, 5, ref=7.73)["within"] is None
+
+
+def test_the_texts_claims_beside_ours():
+    summary = _ablation_summary({False: 53.0, True: 53.6}, {False: 0.2, True: 0.2},
+                                {False: 44.0, True: 51.4}, {False: 0.4, True: 0.5}, n=5)
+    v = ab.key_values(summary, {"3-layer": [50, 50], "9-layer": [50] * 8}, [0, 1, 2, 3, 4])
+    d = tables.difference_of_means(53.0, 0.2, 5, 44.0, 0.4, 5)
+    assert v["text_drop_ours"] == pytest.approx(100 * 9.0 / 53.0)
+    assert v["text_drop_ci"] == tables.format_ci(100 * d["ci_low"] / 53.0, 100 * d["ci_high"] / 53.0)
+    assert v["text_drop_ref"] == REFERENCE["text_depth_drop_nobn_pct"]
+    assert v["text_drop_verdict"].startswith("the original's 17 % lies inside")  # 16.98 %
+    assert v["text_gain_ours"] == pytest.approx(0.6) and v["text_gain_ref"] == REFERENCE["text_gain_3"]
+    g = tables.difference_of_means(53.6, 0.2, 5, 53.0, 0.2, 5)
+    assert g["ci_high"] < 1.0 and g["ci_low"] > 0.19
+    assert ("the text's 1 point lies outside" in v["text_gain_verdict"]
+            and "the 0.19 of the original's own Table 2 lies outside" in v["text_gain_verdict"])
+    deeper = _ablation_summary({False: 53.0, True: 53.6}, {False: 0.2, True: 0.2},
+                               {False: 40.0, True: 51.4}, {False: 0.4, True: 0.5}, n=5)
+    v = ab.key_values(deeper, {"3-layer": [50, 50], "9-layer": [50] * 8}, [0, 1, 2, 3, 4])
+    assert "lies outside" in v["text_drop_verdict"]
+
+
 def test_to_jsonable_and_results_roundtrip(tmp_path):
     payload = {"a": np.float32(1.5), "b": np.int64(3), "c": float("nan"), "d": np.arange(3),
                "e": pd.DataFrame({"x": [1.0, np.nan]}), "cfg": TrainConfig(),
@@ -220,13 +281,25 @@ def test_ablation_runs_summary_and_table(trainings):
     t = ab.display_table(s)
     assert list(t["network"]) == ["3-layer", "4-layer"]
     assert list(t.columns) == ["network", "no BN: ours (%)", "no BN: original (%)",
-                               "BN: ours (%)", "BN: original (%)", "BN gain (points)"]
-    assert "±" in t.iloc[0]["BN: ours (%)"]
+                               "BN: ours (%)", "BN: original (%)", "BN gain (points)",
+                               "95 % interval (Welch)"]
+    assert "±" in t.iloc[0]["BN: ours (%)"] and t.iloc[0]["BN: ours (%)"].endswith("(n = 2)")
     assert set(ab.comparisons(s)) == {"ablation_3_nobn", "ablation_3_bn"}
     g = ab.bn_gain(s, "3-layer")
     assert g["gain"] == pytest.approx(row["mean"] - s.iloc[0]["mean"])
+    assert t.iloc[0]["95 % interval (Welch)"] == tables.format_ci(g["ci_low"], g["ci_high"])
     h = ab.histories(runs, results, "4-layer")
     assert set(h) == {"no BN", "BN"} and len(h["BN"]) == 2 and "val_loss" in h["BN"][0]
+
+
+def test_extra_seeds_train_the_no_bn_network_only(trainings):
+    archs = {"3-layer": [8, 8], "4-layer": [8, 6, 6]}
+    runs, _ = ab.run_ablation(trainings, archs, [0, 1], TINY, {"4-layer": [2, 3]})
+    n = runs.groupby(["architecture", "batch_norm"])["seed"].apply(list).to_dict()
+    assert n == {("3-layer", False): [0, 1], ("3-layer", True): [0, 1],
+                 ("4-layer", False): [0, 1, 2, 3], ("4-layer", True): [0, 1]}
+    g = ab.bn_gain(ab.summarise(runs), "4-layer")
+    assert (g["n_bn"], g["n_nobn"]) == (2, 4)
 
 
 # ---------------------------------------------------------------- lambda search
@@ -246,11 +319,20 @@ def test_lambda_search_tables_choose_on_validation(trainings):
     assert lams == sorted(lams)
     rng = ls.search_range(search)
     assert rng["coarse_range"] == [-5.0, -1.0] and len(rng["fine_range"]) == 2
-    final = ls.confirm(trainings, NetworkConfig(hidden=(8,)), TINY, search.best.lam, [0, 1],
-                       search.best.result)
-    assert list(final["seed"]) == [0, 1]
-    assert final.iloc[0]["test_accuracy"] == pytest.approx(100 * search.best.result.test_accuracy)
-    assert trainings.n_runs == 5 + 1  # the search trial is reused for seed 0, not retrained
+    before = trainings.n_runs
+    final = ls.confirm(trainings, NetworkConfig(hidden=(8,)), TINY,
+                       {"chosen": search.best.lam, "original": 3e-3}, [1, 2])
+    assert list(final["lambda_of"]) == ["chosen", "chosen", "original", "original"]
+    assert list(final["seed"]) == [1, 2, 1, 2] and list(final["lam"]) == [search.best.lam] * 2 + [3e-3] * 2
+    # fresh runs: every confirmation is trained, none is the search trial (seed 0)
+    assert trainings.n_runs == before + 4
+    assert all(r.spec.train.seed in (1, 2) for r in trainings.records[before:])
+
+
+def test_the_confirmation_seeds_must_be_fresh():
+    with pytest.raises(ParameterError, match=r"final_seeds=\[0, 1\] contains seed=0.*fresh seeds"):
+        ls.Parameters.from_values(final_seeds=[0, 1])
+    assert ls.Parameters.from_values(final_seeds=[0, 1], seed=7).seed == 7
 
 
 def test_chosen_lambda_reads_results_of_the_same_mode_or_falls_back(tmp_path):
@@ -265,27 +347,106 @@ def test_chosen_lambda_reads_results_of_the_same_mode_or_falls_back(tmp_path):
 
 
 # ---------------------------------------------------------------- sigma sensitivity
+def _sigma_params(**changes):
+    base = dict(hidden=[8, 8], deep_hidden=[6] * 8, sigmas=[1e-1, 1e-3, 1e-4], extra_inits=["he"],
+                race_lambdas=[1e-3, 2e-2], n_batch=50, n_s=10, n_cycles=1, executor="serial")
+    return ss.Parameters.from_values(**{**base, **changes})
+
+
+def _sigma_runs(trainings, seeds=(0,), **changes):
+    params = _sigma_params(**changes)
+    labelled = list(ss.grid_specs(params, {ss.ORIGINAL: 3e-3, ss.CHOSEN: 8e-3, ss.TABLE2: 5e-3},
+                                  list(seeds)))
+    return trainings.grid(labelled)
+
+
+def test_sigma_grid_stacks_every_variant_of_a_seed(trainings):
+    """Table 5 at two lambdas, He at ours, the race, the 9-layer grid: per seed, the
+    3-layer runs of one BN setting share their stack key (they differ only in sigma, init
+    or lambda), so they train as stacks, not one by one."""
+    from kbn.stacking import stack_key
+
+    params = _sigma_params()
+    labelled = list(ss.grid_specs(params, {ss.ORIGINAL: 3e-3, ss.CHOSEN: 8e-3, ss.TABLE2: 5e-3}, [0, 1]))
+    three = [(lab, net, tr) for lab, net, tr in labelled if lab["architecture"] == "3-layer"]
+    # per seed: 3 sigmas x 2 lambdas x 2 BN + He at ours x 2 BN + 2 race lambdas (no BN)
+    assert len(three) == 2 * (3 * 2 * 2 + 2 + 2)
+    keys = {(lab["batch_norm"], tr.seed): stack_key(net, tr) for lab, net, tr in three}
+    for lab, net, tr in three:
+        assert stack_key(net, tr) == keys[(lab["batch_norm"], tr.seed)]
+    assert len(set(keys.values())) == 4  # (BN, seed) pairs: 4 stacks' worth of groups
+    race = [tr.lam for lab, net, tr in three if lab["lambda_of"] == ss.RACE and tr.seed == 0]
+    assert sorted(race) == [1e-3, 2e-2]
+    deep = [lab for lab, net, tr in labelled if lab["architecture"] == "9-layer"]
+    assert {tr.lam for lab, net, tr in labelled if lab["architecture"] == "9-layer"} == {5e-3}
+    assert len(deep) == 2 * 4 * 2
+
+
 def test_sigma_grid_tables(trainings):
     inits = ss.inits([1e-1, 1e-4], ["he"])
     assert [ss.init_label(**i) for i in inits] == ["σ = 1e-01", "σ = 1e-04", "He"]
-    runs, results = ss.run_sigma_grid(trainings, {"3-layer": [8, 8]}, inits, [0], TINY)
-    assert len(runs) == 3 * 2
+    runs, results = _sigma_runs(trainings, sigmas=[1e-1, 1e-4], race_lambdas=[1e-3])
     s = ss.summarise(runs)
-    t = ss.display_table(s)
+    t = ss.display_table(s, "3-layer", (ss.ORIGINAL, ss.CHOSEN), with_reference=True)
     assert list(t["initialisation"]) == ["σ = 1e-01", "σ = 1e-04", "He"]
-    assert list(t.columns) == ["initialisation", "3-layer, no BN", "3-layer, BN"]
+    assert list(t.columns) == ["initialisation", "no BN: original (%)",
+                               "no BN, original's λ = 3.00e-03 (%)", "BN: original (%)",
+                               "BN, original's λ = 3.00e-03 (%)", "no BN, our λ = 8.00e-03 (%)",
+                               "BN, our λ = 8.00e-03 (%)"]
+    assert t.iloc[1]["no BN: original (%)"] == f"{REFERENCE['sigma_1e-4_nobn']:.2f}"
+    assert t.iloc[2]["no BN, original's λ = 3.00e-03 (%)"] == "not run"  # He: at ours only
     comps = ss.comparisons(s, "3-layer", noise={False: (0.4, 3), True: (0.5, 3)})
-    assert set(comps) == {"sigma_1e-4_nobn", "sigma_1e-4_bn"}
+    assert set(comps) == {"sigma_1e-1_nobn", "sigma_1e-1_bn", "sigma_1e-4_nobn", "sigma_1e-4_bn"}
+    at_original = ss.cell(s, "3-layer", "σ = 1e-04", True, ss.ORIGINAL)
+    assert comps["sigma_1e-4_bn"]["ours"] == at_original["mean"] and at_original["lam"] == 3e-3
     assert comps["sigma_1e-4_bn"]["ref"] == REFERENCE["sigma_1e-4_bn"]
     assert "BN-ablation" in comps["sigma_1e-4_bn"]["verdict"]  # borrowed spread is named
-    h = ss.histories(runs, results, "3-layer")
+    h = ss.histories(runs, results, "3-layer", ss.CHOSEN)
     assert list(h) == ["σ = 1e-01", "σ = 1e-04", "He"] and set(h["He"]) == {"no BN", "BN"}
+    deep = ss.display_table(s, "9-layer", (ss.TABLE2,))
+    assert list(deep.columns) == ["initialisation", "no BN, λ of Table 2 = 5.00e-03 (%)",
+                                  "BN, λ of Table 2 = 5.00e-03 (%)"]
+
+
+def _race(rows):
+    return pd.DataFrame([{"lam": lam, "seed": seed, "lambda_of": "race", "test_accuracy": acc}
+                         for lam, seed, acc in rows]).assign(
+        escaped=lambda d: d["test_accuracy"] > ss.ESCAPED)
+
+
+def test_race_values_find_where_training_stops_escaping():
+    race = _race([(1e-3, 0, 52.0), (1e-3, 1, 51.0), (3e-3, 0, 52.5), (3e-3, 1, 51.5),
+                  (6e-3, 0, 50.0), (6e-3, 1, 10.0), (8e-3, 0, 10.0), (8e-3, 1, 10.0),
+                  (1.2e-2, 0, 10.0), (1.2e-2, 1, 10.0)])
+    v = ss.race_values(race, 3e-3, 8e-3)
+    assert (v["race_escaped_original"], v["race_runs_original"]) == (2, 2)
+    assert (v["race_escaped_ours"], v["race_runs_ours"]) == (0, 2)
+    assert v["race_mean_original"] == pytest.approx(52.0) and v["race_mean_ours"] == 10.0
+    assert v["race_largest_all_escape"] == 3e-3 and v["race_smallest_none_escape"] == 8e-3
+    assert "every seed escapes up to λ = 3.00e-03 and none from λ = 8.00e-03 on" in v["race_text"]
+    # a lambda where no seed escapes BELOW one where all do is not "where it stops"
+    odd = _race([(1e-3, 0, 10.0), (3e-3, 0, 50.0), (8e-3, 0, 10.0)])
+    assert ss.race_values(odd, 3e-3, 8e-3)["race_smallest_none_escape"] == 8e-3
+    none = _race([(1e-3, 0, 10.0), (3e-3, 0, 10.0)])
+    assert "no λ tried lets every seed escape" in ss.race_values(none, 3e-3, 1e-3)["race_text"]
+
+
+def test_race_table_takes_the_sigma_1e3_no_bn_runs_at_every_lambda(trainings):
+    runs, _ = _sigma_runs(trainings, sigmas=[1e-3], extra_inits=[], deep_hidden=[])
+    race = ss.race_table(runs)
+    # the race's two lambdas and Table 5's two, for the one seed
+    assert sorted(race["lam"]) == [1e-3, 3e-3, 8e-3, 2e-2]
+    assert set(race["lambda_of"]) == {ss.RACE, ss.ORIGINAL, ss.CHOSEN}
+    assert list(race["escaped"]) == list(race["test_accuracy"] > ss.ESCAPED)
+    shown = ss.race_display(race)
+    assert list(shown["λ"]) == ["1.00e-03", "3.00e-03", "8.00e-03", "2.00e-02"]
 
 
 def _summary(sigma01, he):
     rows = [("9-layer", "σ = 1e-01", sigma01), ("9-layer", "He", he), ("9-layer", "Xavier", 35.0)]
     return pd.DataFrame([{"architecture": a, "initialisation": i, "batch_norm": False,
-                          "mean": m, "std": np.nan, "n": 1} for a, i, m in rows])
+                          "lambda_of": ss.TABLE2, "mean": m, "std": np.nan, "n": 1}
+                         for a, i, m in rows])
 
 
 def test_deep_sigma_claim_verdicts():
@@ -333,32 +494,57 @@ def test_lambda_key_values(trainings):
     search = lambda_search(net, TINY, trainings.data, SearchConfig(n_coarse=3, n_fine=2),
                            run=trainings.run)
     trials = ls.trials_table(search)
-    final = ls.confirm(trainings, net, TINY, search.best.lam, [0, 1], search.best.result)
-    v = ls.key_values(search, trials, final)
+    confirmed = ls.confirm(trainings, net, TINY, {"chosen": search.best.lam,
+                                                  "original": REFERENCE["best_lambda"]}, [1, 2])
+    final = confirmed[confirmed["lambda_of"] == "chosen"]
+    at_ref = confirmed[confirmed["lambda_of"] == "original"]
+    v = ls.key_values(search, trials, final, at_ref)
     assert v["best_lambda"] == search.best.lam and v["n_coarse"] == 3 and v["n_fine"] == 2
     assert v["best_lambda_ref"] == REFERENCE["best_lambda"]
     assert v["best_lambda_test_ref"] == REFERENCE["best_lambda_test"]
     assert v["final_test_mean"] == pytest.approx(final["test_accuracy"].mean())
-    assert v["best_lambda_log10_ratio"] == pytest.approx(math.log10(search.best.lam / 3.2e-3))
+    assert v["best_lambda_log10_ratio"] == pytest.approx(
+        math.log10(search.best.lam / REFERENCE["best_lambda"]))
     assert "fine-search range" in v["best_lambda_verdict"] and v["flatness_note"]
+    # the mean is over the fresh seeds only: the search trial is not in it
+    assert v["search_trial_bias"] == pytest.approx(
+        100 * search.best.result.test_accuracy - final["test_accuracy"].mean())
+    assert v["at_ref_lambda_test_ours"] == pytest.approx(at_ref["test_accuracy"].mean())
+    assert v["at_ref_lambda_test_ref"] == REFERENCE["best_lambda_test"]
+    coarse = trials[trials["stage"] == "coarse"]
+    best_coarse = coarse.loc[coarse["val_accuracy"].idxmax()]
+    assert v["coarse_best_lambda_ours"] == best_coarse["lambda"]
+    assert v["coarse_best_test_ours"] == best_coarse["test_accuracy"]
+    assert v["coarse_best_test_ref"] == REFERENCE["coarse_best_test"]
+    assert (v["trials_test_min"], v["trials_test_max"]) == (trials["test_accuracy"].min(),
+                                                            trials["test_accuracy"].max())
+    assert v["n_trials_ref"] == REFERENCE["search_n_trials"] and v["trials_range_ref"] == "not recorded"
 
 
 def test_sigma_key_values_and_ablation_noise(trainings):
-    archs = {"3-layer": [8, 8], "9-layer": [6] * 8}
-    runs, _ = ss.run_sigma_grid(trainings, archs, ss.inits([1e-1, 1e-4], ["he", "xavier"]), [0],
-                                TINY)
+    runs, _ = _sigma_runs(trainings, extra_inits=["he", "xavier"])
     saved = {"smoke": False, "summary": [{"architecture": "3-layer", "batch_norm": True, "std": 0.5, "n": 3},
                          {"architecture": "3-layer", "batch_norm": False, "std": 0.4, "n": 3},
                          {"architecture": "9-layer", "batch_norm": True, "std": 9.0, "n": 3}]}
     noise = ss.ablation_noise(saved)
     assert noise == {True: (0.5, 3), False: (0.4, 3)} and ss.ablation_noise(None) == {}
     assert ss.ablation_noise(saved, smoke=True) == {}  # a full run's spread: not for a smoke run
-    v = ss.key_values(ss.summarise(runs), [0], 0.003, "test", noise)
-    assert v["sigma_1e-4_bn_ref"] == 53.0 and v["sigma_1e-4_nobn_ref"] == 10.0
+    summary = ss.summarise(runs)
+    v = ss.key_values(summary, [0], 8e-3, "test", noise)
+    for sigma in ("1e-1", "1e-3", "1e-4"):  # all six cells, at the original's lambda
+        for bn in ("nobn", "bn"):
+            key = f"sigma_{sigma}_{bn}"
+            ours = runs[(runs["sigma"] == float(sigma)) & (runs["batch_norm"] == (bn == "bn"))
+                        & (runs["architecture"] == "3-layer")]
+            assert v[f"{key}_ref"] == REFERENCE[key]
+            assert v[f"{key}_ours"] == ours[ours["lambda_of"] == ss.ORIGINAL]["test_accuracy"].mean()
+            assert v[f"ourlam_{key}"] == ours[ours["lambda_of"] == ss.CHOSEN]["test_accuracy"].mean()
+            assert v[f"{key}_diff"] == pytest.approx(v[f"{key}_ours"] - REFERENCE[key])
     assert v["sigma_1e-4_bn_spread"] == "1 run" and "noise" in v["sigma_1e-4_bn_verdict"]
-    assert v["deep_ref"] == 44.02
-    assert v["deep_diff"] == pytest.approx(v["deep_sigma01_nobn"] - 44.02)
-    assert v["seeds_note"] == "one run per cell, seed 0" and v["lam_used"] == 0.003
+    assert v["deep_ref"] == REFERENCE["ablation_9_nobn"]
+    assert v["deep_diff"] == pytest.approx(v["deep_sigma01_nobn"] - REFERENCE["ablation_9_nobn"])
+    assert v["seeds_note"] == "one run per cell, seed 0" and v["lam_used"] == 8e-3
+    assert v["lam_original"] == REFERENCE["sigma_lambda"]
 
 
 def test_recipe_table_and_run_note(toy_data):
@@ -384,12 +570,17 @@ def test_depth_verdict_cases():
     clear = _ablation_summary({False: 53.0, True: 53.6}, {False: 0.2, True: 0.2},
                               {False: 46.0, True: 51.4}, {False: 0.4, True: 0.5})
     v = ab.key_values(clear, {"3-layer": [50, 50], "9-layer": [50] * 8}, [0, 1, 2])
-    assert v["depth_verdict"].startswith("BN matters more for the deeper network")
+    assert v["depth_verdict"].startswith("BN matters more for the deeper network, resolved")
+    assert v["gain_9_verdict"].startswith("resolved: the gain is positive")
     noisy = _ablation_summary({False: 53.0, True: 53.6}, {False: 0.2, True: 0.2},
                               {False: 46.1, True: 51.4}, {False: 3.4, True: 0.5})
     v = ab.key_values(noisy, {"3-layer": [50, 50], "9-layer": [50] * 8}, [0, 1, 2])
-    assert "not beyond run-to-run noise" in v["depth_verdict"]
+    assert "not resolved" in v["depth_verdict"] and "includes zero" in v["depth_verdict"]
     assert "much less dependent on the seed" in v["depth_verdict"]
+    # 3 seeds with a no-BN std of 3.4: the 9-layer gain's interval
+    d = tables.difference_of_means(51.4, 0.5, 3, 46.1, 3.4, 3)
+    assert v["gain_9_ci"] == tables.format_ci(d["ci_low"], d["ci_high"])
+    assert v["gain_9_verdict"].startswith("not resolved") == (d["ci_low"] <= 0 <= d["ci_high"])
 
 
 def test_trainings_reuse_the_cache_and_record_every_run(tmp_path):

@@ -36,9 +36,10 @@ class Parameters(TrainingParameters):
     # name -> hidden widths; every network is trained with and without BN
     architectures: dict[str, list[int]] = field(default_factory=lambda: dict(ARCHITECTURES))
     # name -> more seeds for that network WITHOUT BN, whose run-to-run spread is the
-    # largest (9-layer: +-3.4 points over 3 seeds), so its BN gain gets a usable interval
+    # largest (9-layer: +-3.4 points over 3 seeds), so its BN gain gets a usable interval;
+    # names not in architectures and seeds already in seeds are skipped
     extra_seeds_nobn: dict[str, list[int]] = field(
-        default_factory=lambda: {"9-layer": [5, 6, 7, 8, 9]})
+        default_factory=lambda: {"9-layer": (5, 6, 7, 8, 9)})
     lam: float = 0.005  # L2 weight
 
     def check(self) -> None:
@@ -46,13 +47,8 @@ class Parameters(TrainingParameters):
         check_seeds("seeds", self.seeds)
         check_architectures("architectures", self.architectures)
         for name, extra in self.extra_seeds_nobn.items():
-            if name not in self.architectures:
-                raise ParameterError(f"parameter extra_seeds_nobn: {name!r} is not one of the "
-                                     f"architectures {list(self.architectures)}")
-            check_seeds(f"extra_seeds_nobn[{name!r}]", extra)
-            if set(extra) & set(self.seeds):
-                raise ParameterError(f"parameter extra_seeds_nobn[{name!r}]={list(extra)!r}: "
-                                     f"repeats seeds of seeds={list(self.seeds)!r}; give new ones")
+            if extra:
+                check_seeds(f"extra_seeds_nobn[{name!r}]", extra)
         if self.lam < 0:
             raise ParameterError(f"parameter lam={self.lam}: must be >= 0")
 
@@ -62,8 +58,9 @@ def run(params: Parameters) -> ChapterOutput:
     (smoke: the first two seeds and the first extra one, so every interval is computed)."""
     clock = Stopwatch()
     seeds = list(params.seeds[:2] if params.smoke else params.seeds)
-    extra = {k: list(v[:1] if params.smoke else v) for k, v in params.extra_seeds_nobn.items()}
     archs = dict(params.architectures)
+    extra = {k: [s for s in v if s not in seeds][:1 if params.smoke else None]
+             for k, v in params.extra_seeds_nobn.items() if k in archs}
     train_cfg = params.train_config(lam=params.lam)
     spec = recipe.data_spec(params.data_dir, params.smoke)
     data = spec.load()
