@@ -252,6 +252,10 @@ def key_values(search: SearchResult, trials: pd.DataFrame, final: pd.DataFrame,
             f"the trial with the best test accuracy is another one: choosing on test, as the "
             f"original did, would have picked λ = {by_test['lambda']:.2e}"),
     }
+    values["n_trials_note"] = (f"ours: {values['n_coarse']} coarse + {values['n_fine']} fine, "
+                               f"one seed each; "
+                               + ("as many as the original's" if len(trials) == REFERENCE["search_n_trials"]
+                                  else "not as many as the original's"))
     values["trials_range_text"] = (f"{values['trials_test_min']:.2f}–{values['trials_test_max']:.2f} %"
                                    f" over our {len(trials)} trials")
     if at_ref is not None and len(at_ref):
