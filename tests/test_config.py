@@ -49,9 +49,12 @@ def test_n_batch_larger_than_training_set():
         TrainConfig(n_batch=200).check_fits(150)
 
 
-@pytest.mark.parametrize("kwargs", [{"coarse_range": (-1, -5)}, {"n_coarse": 0}, {"fine_halfwidth": 0}])
-def test_invalid_search_config(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"coarse_range": (-1, -5)}, r"SearchConfig\.coarse_range=\(-1\.0, -5\.0\): need finite log10 bounds lo < hi"),
+    ({"n_coarse": 0}, r"SearchConfig\.n_coarse=0: the coarse stage needs at least one trial"),
+    ({"fine_halfwidth": 0}, r"SearchConfig\.fine_halfwidth=0: must be finite and > 0")])
+def test_invalid_search_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         SearchConfig(**kwargs)
 
 

@@ -76,8 +76,10 @@ def test_data_spec_validates_and_normalises():
     assert DataSpec(dtype="float64").dtype == "float64"
     assert DataSpec(expected_md5={"b": "2", "a": "1"}).expected_md5 == (("a", "1"), ("b", "2"))
     hash(DataSpec(expected_md5={"a": "1"}))
-    for bad in ({"dtype": "int8"}, {"n_val": -1}, {"subset": 0}):
-        with pytest.raises(ValueError):
+    for bad, message in (({"dtype": "int8"}, r"DataSpec\.dtype='int8': must be 'float32' or 'float64'"),
+                         ({"n_val": -1}, r"DataSpec\.n_val=-1: must be an int >= 0"),
+                         ({"subset": 0}, r"DataSpec\.subset=0: must be None or an int >= 1")):
+        with pytest.raises(ValueError, match=message):
             DataSpec(**bad)
     with pytest.raises(TypeError, match="DataSpec"):
         TrialSpec(NET, TRAIN, object())

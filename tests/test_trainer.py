@@ -86,25 +86,14 @@ def test_three_layer_bn_learns_real_cifar10_in_one_short_cycle():
     assert result.test_accuracy >= 0.40
 
 
-@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "plain"])
-@pytest.mark.parametrize(("lam", "n_s"), [(0.05, 30), (3.0, 30), (12.0, 5)],
-                         ids=["lam-small", "lam-large", "lam-huge"])
-def test_fast_update_is_plain_gradient_descent_on_the_cost(toy_data, lam, n_s, batch_norm):
-    """fit's update (packed buffers, TrainStep, L2 as a decay kept in a scalar and folded
-    into the weights: rarely with lam=0.05, every few steps with lam=3; with lam=12 the
-    decay factor 1 - 2 eta lam falls below 1/2, even below 0, and is applied directly)
-    must equal the textbook step W <- W - eta * dCost/dW from cost_and_grads (float64).
-    lam=12 runs 10 steps only: it shrinks the weights so fast that BN, which does not see
-    their scale, amplifies rounding differences from there on."""
+def _plain_gradient_descent(net_cfg, cfg, data, dtype):
+    """The textbook loop: W <- W - eta * dCost/dW from Network.cost_and_grads, in ``dtype``,
+    with fit's initialisation and shuffles (the same seeds)."""
     from kbn.network import Network
 
-    cfg = SHORT.replace(dtype="float64", n_s=n_s, lam=lam, evals_per_cycle=1)
-    net_cfg = NetworkConfig(hidden=[12, 9], batch_norm=batch_norm)
-    result = fit(net_cfg, cfg, toy_data)
-
     init_rng, shuffle_rng = np.random.default_rng(cfg.seed).spawn(2)
-    X, y = toy_data.train.X, toy_data.train.y
-    net = Network.create(net_cfg, X.shape[1], 10, init_rng, np.float64)
+    X, y = data.train.X.astype(dtype), data.train.y
+    net = Network.create(net_cfg, X.shape[1], 10, init_rng, dtype)
     t, n = 0, len(y)
     while t < cfg.n_steps:
         order = shuffle_rng.permutation(n)
@@ -115,13 +104,51 @@ def test_fast_update_is_plain_gradient_descent_on_the_cost(toy_data, lam, n_s, b
             _, _, grads = net.cost_and_grads(X[idx], y[idx], cfg.lam, update_averages=True)
             eta = cyclical_lr(t, cfg.eta_min, cfg.eta_max, cfg.n_s)
             for key, g in grads.items():
-                net.params[key] -= eta * g
+                net.params[key] -= np.asarray(eta * g, dtype=dtype)
             t += 1
+    return net
+
+
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "plain"])
+@pytest.mark.parametrize(("lam", "n_s"), [(0.05, 30), (3.0, 30), (12.0, 5)],
+                         ids=["lam-small", "lam-large", "lam-huge"])
+def test_fast_update_is_plain_gradient_descent_on_the_cost(toy_data, lam, n_s, batch_norm):
+    """fit's update (packed buffers, TrainStep, L2 as a decay kept in a scalar and folded
+    into the weights: rarely with lam=0.05, every few steps with lam=3; with lam=12 the
+    decay factor 1 - 2 eta lam falls below 1/2, even below 0, and is applied directly)
+    must equal the textbook step W <- W - eta * dCost/dW from cost_and_grads (float64).
+    lam=12 runs 10 steps only: it shrinks the weights so fast that BN, which does not see
+    their scale, amplifies rounding differences from there on."""
+    cfg = SHORT.replace(dtype="float64", n_s=n_s, lam=lam, evals_per_cycle=1)
+    net_cfg = NetworkConfig(hidden=[12, 9], batch_norm=batch_norm)
+    result = fit(net_cfg, cfg, toy_data)
+    net = _plain_gradient_descent(net_cfg, cfg, toy_data, np.float64)
     for key in net.params:
         np.testing.assert_allclose(result.network.params[key], net.params[key],
                                    rtol=1e-9, atol=1e-12, err_msg=key)
     for key in net.averages:
         np.testing.assert_allclose(result.network.averages[key], net.averages[key], rtol=1e-9)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "plain"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fast_update_is_plain_gradient_descent_over_many_steps(toy_data, batch_norm, dtype):
+    """The same over 600 steps: more than the 256 BN steps TrainStep logs before it folds
+    them into the moving averages (so the flush runs in the middle of training), and in
+    float32, the precision the book trains in, with a tolerance for float32 rounding."""
+    cfg = SHORT.replace(dtype=dtype, n_s=300, lam=0.05, evals_per_cycle=1)
+    net_cfg = NetworkConfig(hidden=[12, 9], batch_norm=batch_norm)
+    assert cfg.n_steps > 256
+    result = fit(net_cfg, cfg, toy_data)
+    net = _plain_gradient_descent(net_cfg, cfg, toy_data, np.dtype(dtype))
+    rtol, atol = (1e-9, 1e-12) if dtype == "float64" else (2e-3, 2e-5)
+    for key in net.params:
+        assert result.network.params[key].dtype == np.dtype(dtype)
+        np.testing.assert_allclose(result.network.params[key], net.params[key],
+                                   rtol=rtol, atol=atol, err_msg=key)
+    for key in net.averages:
+        np.testing.assert_allclose(result.network.averages[key], net.averages[key],
+                                   rtol=rtol, atol=atol, err_msg=key)
 
 
 def test_float32_and_float64_training_agree(toy_data):
