@@ -61,8 +61,15 @@ def test_parameters_cell_is_the_chapter_parameters(name):
     same defaults, so from_notebook knows every name papermill can inject."""
     cell = parameters_of(name)
     params = module_of(name).Parameters
-    assert sorted(cell) == sorted(f.name for f in dataclasses.fields(params))
+    recipe = set(getattr(params, "RECIPE", ()))
+    # every parameter but the recipe, whose values are TrainConfig's defaults, kept in one place
+    assert sorted(cell) == sorted(f.name for f in dataclasses.fields(params) if f.name not in recipe)
     assert params.from_values(**cell) == params()
+    if recipe:  # ... and a recipe value papermill injects is still a known parameter
+        from kbn.config import TrainConfig
+
+        assert all(getattr(params(), r) == getattr(TrainConfig(), r) for r in recipe)
+        assert params.from_notebook({**cell, "n_s": 100}).train_config().n_s == 100
 
 
 @pytest.mark.parametrize("name", CHAPTERS)

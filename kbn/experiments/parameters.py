@@ -29,6 +29,7 @@ from typing import Any, Mapping, TypeVar
 from ..config import TrainConfig
 
 P = TypeVar("P", bound="ChapterParameters")
+_RECIPE = TrainConfig()  # the reference recipe's values, for TrainingParameters' defaults
 
 
 class ParameterError(ValueError):
@@ -99,12 +100,14 @@ class TrainingParameters(ChapterParameters):
 
     executor: str | None = None  # None: $KBN_EXECUTOR, else one process per core; "serial": here
     cache: str | None = None  # folder of finished trainings to reuse and add to (None: train all)
-    n_batch: int = 100  # images per update step
-    eta_min: float = 1e-5  # cyclical learning rate: lowest ...
-    eta_max: float = 1e-1  # ... and highest value
-    n_s: int = 2250  # half-cycle in update steps (5 epochs of 45,000 images)
-    n_cycles: int = 2  # full cycles of 2 n_s steps
-    dtype: str = "float32"  # arithmetic precision of training
+    # the recipe: its values live in ONE place, kbn.TrainConfig's defaults (commented
+    # there); notebooks do not repeat them, papermill's -p n_s 100 overrides one
+    n_batch: int = _RECIPE.n_batch
+    eta_min: float = _RECIPE.eta_min
+    eta_max: float = _RECIPE.eta_max
+    n_s: int = _RECIPE.n_s
+    n_cycles: int = _RECIPE.n_cycles
+    dtype: str = _RECIPE.dtype
 
     RECIPE = ("n_batch", "eta_min", "eta_max", "n_s", "n_cycles", "dtype")
 
