@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import kbn.train_step
+from kbn.experiments.reference import REFERENCE
 from kbn import NetworkConfig, numerical_gradients
 from kbn.cli import EXIT_CHECK_FAILED, main
 from kbn.experiments import gradient_check as gc
@@ -57,8 +58,14 @@ def test_every_network_of_the_book_passes_on_both_paths(batch):
     values = gc.key_values(grid, gc.summary(grid), again, 1e-5)
     assert values["gc_n_fail"] == 0 and "agrees" in values["gc_verdict"]
     # the worst error of each network, for the summary's Table 1 row
+    names = {f"gc_worst_rel_{len(h) + 1}layer_{bn}" for h in ARCHS.values() for bn in ("bn", "nobn")}
     assert {k for k in values if k.startswith("gc_worst_rel_") and "layer" in k} == {
-        f"gc_worst_rel_{len(h) + 1}layer_{bn}" for h in ARCHS.values() for bn in ("bn", "nobn")}
+        *names, *(f"{k}_verdict" for k in names)}
+    # each beside the original's bound, in words that say which side it is on
+    bound = REFERENCE["gradcheck_max_rel_error"]
+    for k in names:
+        word = "below" if values[k] < bound else "NOT below"
+        assert values[f"{k}_verdict"].startswith(f"{word} the original's bound {bound:.0e}")
 
 
 def _plant(monkeypatch, mutation):
