@@ -157,3 +157,25 @@ def test_float32_and_float64_training_agree(toy_data):
     r64 = fit(net_cfg, SHORT.replace(dtype="float64"), toy_data)
     assert abs(r32.test_accuracy - r64.test_accuracy) <= 0.02
     np.testing.assert_allclose(r32.history["train_loss"], r64.history["train_loss"], rtol=1e-3)
+
+
+def test_the_number_of_classes_comes_from_the_data_not_the_training_labels(toy_data):
+    """A subset whose training labels lack the last class still gets 10 outputs: from the
+    data's class names (CIFAR-10), or else from every split's labels."""
+    from types import SimpleNamespace
+
+    from kbn.trainer import n_classes_of
+
+    def without_last_class(split):
+        keep = split.y != 9
+        return SimpleNamespace(X=split.X[keep], y=split.y[keep])
+
+    train = without_last_class(toy_data.train)
+    named = SimpleNamespace(train=train, val=without_last_class(toy_data.val),
+                            test=without_last_class(toy_data.test),
+                            class_names=[f"class {i}" for i in range(10)])
+    assert train.y.max() + 1 == 9 and n_classes_of(named) == 10
+    result = fit(NetworkConfig(hidden=[8]), SHORT.replace(n_s=5), named)
+    assert result.network.params["W2"].shape == (8, 10)
+    unnamed = SimpleNamespace(train=train, val=toy_data.val, test=toy_data.test)
+    assert n_classes_of(unnamed) == 10  # the validation split has class 9
