@@ -383,7 +383,8 @@ def test_sigma_grid_stacks_every_variant_of_a_seed(trainings):
     assert sorted(race) == [1e-3, 2e-2]
     deep = [lab for lab, net, tr in labelled if lab["architecture"] == "9-layer"]
     assert {tr.lam for lab, net, tr in labelled if lab["architecture"] == "9-layer"} == {5e-3}
-    assert len(deep) == 2 * 4 * 2
+    # the 9-layer grid: deep_sigmas (0.1, the claim it tests) and He, with and without BN
+    assert len(deep) == 2 * 2 * 2 and {d["initialisation"] for d in deep} == {"σ = 1e-01", "He"}
 
 
 def test_sigma_grid_tables(trainings):
