@@ -86,3 +86,19 @@ def test_save_figure_writes_png(tmp_path):
     fig = plots.lr_schedule(TrainConfig(n_s=10, n_cycles=1, evals_per_cycle=2))
     path = plots.save_figure(fig, tmp_path / "sub" / "lr.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lambda_race_dots_per_seed_mean_line_and_markers():
+    race = pd.DataFrame({"lam": [1e-3, 1e-3, 3e-3, 3e-3, 8e-3, 8e-3],
+                         "seed": [0, 1, 0, 1, 0, 1],
+                         "test_accuracy": [52.0, 51.0, 51.5, 50.5, 10.0, 10.0]})
+    fig = plots.lambda_race(race, lambdas={"original's λ": 3.246e-3, "our λ": 8e-3},
+                            chance=10.0, escaped=20.0, title="t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [line.get_label() for line in ax.lines]
+    assert labels[:3] == ["seed 0", "seed 1", "mean over seeds"]
+    assert list(ax.lines[0].get_ydata()) == [52.0, 51.5, 10.0]  # seed 0, by lambda
+    assert list(ax.lines[2].get_ydata()) == [51.5, 51.0, 10.0]  # the mean per lambda
+    assert "original's λ = 3.25e-03" in labels and "our λ = 8.00e-03" in labels
+    assert "chance (10 %)" in labels and "escape threshold (20 %)" in labels
