@@ -218,7 +218,7 @@ def torch_full_recipe(hidden, data, threads=2):
     return time.perf_counter() - t0, acc
 
 
-def full_recipes(repeats):
+def full_recipes(repeats, archs=tuple(ARCHS), dtypes=("float32", "float64")):
     """{(contender, network, dtype): ([wall times], test accuracy)} of full-recipe runs on
     the real data: kbn.fit, and the idiomatic PyTorch model for float32. The repeats go
     round all of them, kbn and PyTorch in turn, so a slow spell of the machine is unlikely
@@ -227,7 +227,7 @@ def full_recipes(repeats):
     from kbn.trainer import fit
 
     data = {dtype: load_cifar10(dtype=np.dtype(dtype), progress=False)
-            for dtype in ("float32", "float64")}
+            for dtype in set(dtypes) | {"float32"}}
     try:
         import torch  # noqa: F401
         have_torch = True
@@ -235,8 +235,9 @@ def full_recipes(repeats):
         have_torch = False
     runs = {}
     for _ in range(repeats):
-        for name, hidden in ARCHS.items():
-            for dtype in ("float32", "float64"):
+        for name in archs:
+            hidden = ARCHS[name]
+            for dtype in dtypes:
                 r = fit(NetworkConfig(hidden=hidden), TrainConfig(dtype=dtype), data[dtype])
                 runs.setdefault(("kbn", name, dtype), ([], r.test_accuracy))[0].append(r.wall_time)
             if have_torch:
@@ -299,6 +300,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3,
                         help="full-recipe runs per network and dtype; the fastest is compared "
                              "(default: %(default)s)")
+    parser.add_argument("--archs", nargs="+", choices=list(ARCHS), default=list(ARCHS),
+                        help="networks to time (default: all)")
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "float64"],
+                        default=["float32", "float64"], help="precisions to time (default: both)")
     args = parser.parse_args()
     gather_start = gather_probe_ms()
     print(versions())
@@ -308,14 +313,15 @@ def main():
     n_evals = cfg.n_cycles * cfg.evals_per_cycle
     full = {}
     if args.full:  # first: PyTorch's OpenMP threads keep spinning for a while after its runs
-        full = full_recipes(args.repeats)
+        full = full_recipes(args.repeats, args.archs, args.dtypes)
     print(f"\nsteps/s, BN networks, batch {N_BATCH} (higher is better); kbn, the floor and "
           f"torch timed in turn, {args.rounds} rounds, the fastest of each")
     print(f"{'network':9s} {'dtype':8s} {'kbn':>7s} {'floor':>7s} {'kbn/floor':>9s} "
           f"{'torch':>7s} {'kbn/torch':>9s}")
     floors = {}
-    for name, hidden in ARCHS.items():
-        for dtype in ("float32", "float64"):
+    for name in args.archs:
+        hidden = ARCHS[name]
+        for dtype in args.dtypes:
             runs = {"kbn": kbn_run(hidden, np.dtype(dtype)),
                     "floor": gemm_floor_run(hidden, np.dtype(dtype))}
             if dtype == "float32" and (torch := torch_run(hidden)) is not None:
@@ -355,8 +361,8 @@ def main():
                      if who == "kbn" else "")
             print(f"  {who:5s} {name:9s} {dtype:8s} {min(seconds):5.1f} s{floor} "
                   f"(runs: {runs} s), test accuracy {acc:.4f}")
-        for name in ARCHS:
-            if ("torch", name, "float32") in full:
+        for name in args.archs:
+            if ("torch", name, "float32") in full and ("kbn", name, "float32") in full:
                 k = min(full["kbn", name, "float32"][0])
                 t = min(full["torch", name, "float32"][0])
                 pairs = [b / a for a, b in zip(full["kbn", name, "float32"][0],
