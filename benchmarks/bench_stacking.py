@@ -3,6 +3,7 @@
     python benchmarks/bench_stacking.py                    # 16-trial search, full recipe (~5 min)
     python benchmarks/bench_stacking.py --n-s 225          # 10x fewer steps: a quick try
     python benchmarks/bench_stacking.py --rounds 2         # stacked and alone twice, in turn
+    python benchmarks/bench_stacking.py --executor serial  # 1 process, all BLAS threads
 
 The search is the reference recipe's (3-layer [50, 50] + BN, float32, the real 45k/5k/10k
 split from ``KBN_DATA_DIR`` or the cache) run through the project's API,
@@ -20,7 +21,8 @@ history, the same accuracies; float32 noise is tolerated and reported).
 
 Also printed: the GEMM floor of the stacks, i.e. the matrix products alone that the
 search's stacks perform (each step's and each evaluation's, at the stacks' shapes), timed
-in the same kind of worker pool, both workers at once; no training loop can beat it.
+in the same kind of worker pool, both workers at once; no training loop can beat it. And
+the time per network of a step and an evaluation by stack size (``--stack-sizes``).
 """
 
 from __future__ import annotations
@@ -172,6 +174,58 @@ def search_floor(net: NetworkConfig, train: TrainConfig, data: DataSpec, n_trial
             ex.close()
 
 
+def step_by_stack_size(sizes_k, n_steps=200, repeats=3) -> None:
+    """Milliseconds per network of a training step (gather, TrainStep, update) and of an
+    evaluation of 10,000 rows, by stack size K, 1 BLAS thread, synthetic data: where the
+    gain of a wider stack flattens out (kbn.stacking.FIRST_LAYER_UNITS)."""
+    from threadpoolctl import threadpool_limits
+
+    from kbn.network import Network
+    from kbn.optim import SGD
+    from kbn.schedule import cyclical_lr
+    from kbn.stack import NetworkStack
+    from kbn.train_step import TrainStep
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20_000, D)).astype(np.float32)
+    y = rng.integers(0, C, len(X))
+    batches = [rng.choice(len(X), 100, replace=False) for _ in range(n_steps)]
+    batch = np.empty((100, D), np.float32)
+    print("\nstack size K: ms per network, 1 BLAS thread, 3-layer [50, 50] + BN, float32 "
+          "(fastest of 3)")
+    with threadpool_limits(1):
+        for K in sizes_k:
+            nets = [Network.create(NetworkConfig(hidden=[50, 50]), D, C,
+                                   np.random.default_rng(k), np.float32) for k in range(K)]
+            stack = NetworkStack.from_networks(nets)
+            etas = np.tile(cyclical_lr(np.arange(n_steps), 1e-5, 0.1, n_steps // 2)[:, None], K)
+            rule, step = SGD(stack, np.full(K, 0.005), etas), TrainStep(stack, 100)
+
+            def train():
+                for t, idx in enumerate(batches):
+                    np.take(X, idx, axis=0, out=batch, mode="clip")
+                    grad_scale, weight_scale = rule.prepare(t)
+                    step(batch, y[idx], grad_scale, weight_scale)
+                    rule.finish(t, step.grads)
+                    rule.apply(step.grads)
+                rule.fold()
+                step.flush_averages()  # the moving averages the evaluation uses
+
+            def evaluate():
+                stack.evaluate(X[:10_000], y[:10_000], np.full(K, 0.005))
+
+            per_step, per_eval = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                train()
+                t1 = time.perf_counter()
+                evaluate()
+                per_step.append((t1 - t0) / n_steps / K)
+                per_eval.append((time.perf_counter() - t1) / K)
+            print(f"  K = {K:2d}: step {min(per_step) * 1e3:.3f} ms, evaluation of 10,000 "
+                  f"rows {min(per_eval) * 1e3:.1f} ms")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +238,8 @@ def main(argv=None) -> None:
                         help="stacked and one-at-a-time searches, in turn (default: %(default)s)")
     parser.add_argument("--subset", type=int, default=None,
                         help="keep the first SUBSET images of each split (default: all)")
+    parser.add_argument("--stack-sizes", type=int, nargs="*", default=[1, 2, 4, 8, 16],
+                        help="also time a step by stack size K (default: %(default)s; none: skip)")
     parser.add_argument("--executor", default=None,
                         help="as kbn.runs.run_trials takes it (default: the default executor)")
     args = parser.parse_args(argv)
@@ -231,6 +287,8 @@ def main(argv=None) -> None:
     print(f"stacked / one at a time, round by round: {', '.join(f'{x:.2f}' for x in ratios)}; "
           f"stacked wall time / its GEMM floor: {best_stacked / floor:.2f}")
     print("(timings on a shared machine vary with its load: read the ratios of one round)")
+    if args.stack_sizes:
+        step_by_stack_size(args.stack_sizes)
 
 
 if __name__ == "__main__":
