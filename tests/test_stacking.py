@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import kbn.runs
-import kbn.trainer
 from kbn import NetworkConfig, TrainConfig
 from kbn.cache import results_equal
 from kbn.runs import TrialSpec, run_trials
@@ -97,17 +96,30 @@ def _roll(values):
     return np.roll(np.asarray(values), 1, axis=0)
 
 
-# Wrong stacks: each gives network k what belongs to network k - 1 (one field at a time)
-MUTATIONS = {
-    "lambda": lambda mp: mp.setattr(kbn.trainer, "SGD", lambda stack, lam, etas: _SGD(stack, _roll(lam), etas)),
-    "schedule": lambda mp: mp.setattr(kbn.trainer, "SGD", lambda stack, lam, etas: _SGD(stack, lam, _roll(etas.T).T)),
-    "alpha": lambda mp: mp.setattr(kbn.trainer, "TrainStep", _rolled_alpha_step),
-}
+def _wrong_stack(monkeypatch, field: str) -> None:
+    """Plants a wrong stack: network k gets what belongs to network k - 1 (one field)."""
+    if field in ("lambda", "schedule"):
+        real = _SGD.__init__
+
+        def init(self, stack, lam, etas, *args, **kw):
+            if field == "lambda":
+                lam = _roll(lam)
+            else:
+                etas = _roll(np.asarray(etas).T).T
+            real(self, stack, lam, etas, *args, **kw)
+
+        monkeypatch.setattr(_SGD, "__init__", init)
+    else:  # BN's alpha, which only the moving averages see
+        real = _TrainStep.__init__
+
+        def init(self, stack, *args, **kw):
+            stack.alpha = _roll(stack.alpha)
+            real(self, stack, *args, **kw)
+
+        monkeypatch.setattr(_TrainStep, "__init__", init)
 
 
-def _rolled_alpha_step(stack, n):
-    stack.alpha = _roll(stack.alpha)
-    return _TrainStep(stack, n)
+MUTATIONS = ("lambda", "schedule", "alpha")
 
 
 @pytest.mark.parametrize("field", MUTATIONS)
@@ -116,7 +128,7 @@ def test_the_equivalence_check_fails_on_a_wrong_stack(toy_data, monkeypatch, fie
     is caught by the comparison the test above makes."""
     nets, trains = _float64_members(True)
     alones = [fit(net, train, toy_data) for net, train in zip(nets, trains)]
-    MUTATIONS[field](monkeypatch)
+    _wrong_stack(monkeypatch, field)
     wrong = _differences(fit_stack(nets, trains, toy_data), alones)
     assert any("differs" in d or "diverged" in d for d in wrong), wrong
 
