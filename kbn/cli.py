@@ -51,13 +51,14 @@ _OPTION = {"hidden": "--hidden", "init": "--init", "sigma": "--sigma", "alpha": 
            "fine_halfwidth": "--fine-halfwidth", ("SearchConfig", "seed"): "--search-seed",
            "optimizer": "--optimizer", "momentum": "--momentum", "beta2": "--beta2",
            "schedule": "--schedule", "flip": "--flip", "shift": "--shift",
-           "dropout": "--dropout", "label_smoothing": "--label-smoothing"}
+           "dropout": "--dropout", "label_smoothing": "--label-smoothing",
+           "bn_after_relu": "--bn-after-relu", "precise_bn": "--precise-bn"}
 
 
 def _option_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(_option_value(v) for v in value)
-    return "" if value is None else str(value)
+    return "" if value is None or isinstance(value, bool) else str(value)  # a flag: its name
 
 
 def _config_message(exc: ConfigError) -> str:
@@ -124,6 +125,8 @@ def _add_network_options(p: argparse.ArgumentParser, hidden=(50, 50)) -> None:
     g.add_argument("--sigma", type=_float, default=None,
                    help="std of every weight, with --init sigma")
     g.add_argument("--alpha", type=_float, default=0.8, help="BN moving-average weight")
+    g.add_argument("--bn-after-relu", action="store_true",
+                   help="place BN after each ReLU instead of before it (the recipe)")
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
@@ -140,6 +143,9 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and shuffling")
     g.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype,
                    help="arithmetic precision")
+    g.add_argument("--precise-bn", type=int, default=d.precise_bn, metavar="N",
+                   help="PreciseBN: after training, evaluate with BN statistics recomputed "
+                        "over N training batches (0: the moving averages)")
 
 
 def _add_extension_options(p: argparse.ArgumentParser) -> None:
@@ -187,7 +193,7 @@ def _preset_defaults(name_or_path: str) -> dict:
 
 def _network_config(args) -> NetworkConfig:
     return NetworkConfig(hidden=tuple(args.hidden), batch_norm=args.batch_norm, init=args.init,
-                         sigma=args.sigma, alpha=args.alpha)
+                         sigma=args.sigma, alpha=args.alpha, bn_after_relu=args.bn_after_relu)
 
 
 def _train_config(args) -> TrainConfig:
@@ -199,7 +205,7 @@ def _train_config(args) -> TrainConfig:
     return TrainConfig(n_batch=args.n_batch, eta_min=args.eta_min, eta_max=args.eta_max,
                        n_s=args.n_s, n_cycles=args.cycles, lam=args.lam,
                        evals_per_cycle=args.evals_per_cycle, seed=args.seed, dtype=args.dtype,
-                       **extensions)
+                       precise_bn=args.precise_bn, **extensions)
 
 
 def _n_weights(widths) -> int:
@@ -232,6 +238,9 @@ def _check_run(args, train_cfg: TrainConfig) -> None:
         raise CommandError(f"--evals-per-cycle {args.evals_per_cycle} and --cycles "
                            f"{args.cycles} make {args.cycles * args.evals_per_cycle:.3g} "
                            f"evaluations; kbn records at most {MAX_EVALUATIONS:.0e}")
+    if train_cfg.precise_bn > MAX_STEPS:
+        raise CommandError(f"--precise-bn {train_cfg.precise_bn}: kbn recomputes BN's "
+                           f"statistics over at most {MAX_STEPS:.0e} batches")
     n_train = _check_split(args, need_validation=getattr(args, "command", "") == "search")
     try:
         train_cfg.check_fits(n_train)

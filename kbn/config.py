@@ -94,6 +94,9 @@ class NetworkConfig(_Config):
     sigma: float | None = None  # std of every weight when init == "sigma"
     alpha: float = 0.8  # BN moving-average weight: mu_av = alpha*mu_av + (1-alpha)*mu
     eps: float = 1e-8  # added to the BN variance before the square root (keeps 1/sqrt finite)
+    # BN placement: False (the recipe) normalises each unit's affine output before its
+    # ReLU; True applies ReLU first and normalises its output (BN after ReLU)
+    bn_after_relu: bool = False
 
     def __post_init__(self):
         name = "NetworkConfig"
@@ -120,7 +123,13 @@ class NetworkConfig(_Config):
             _fail(name, "alpha", self.alpha, "the moving-average weight must be in [0, 1)")
         if not (np.isfinite(self.eps) and self.eps > 0):
             _fail(name, "eps", self.eps, "must be finite and > 0")
+        if not isinstance(self.bn_after_relu, (bool, np.bool_)):
+            _fail(name, "bn_after_relu", self.bn_after_relu, "must be True or False")
+        object.__setattr__(self, "bn_after_relu", bool(self.bn_after_relu))
         # relations between fields, once each field is valid on its own
+        if self.bn_after_relu and not self.batch_norm:
+            _fail(name, "bn_after_relu", True, "places BN after ReLU, so it needs batch_norm=True",
+                  "places BN after ReLU, so it cannot be combined with --no-bn")
         if self.init == "sigma" and self.sigma is None:
             _fail(name, "sigma", None, "init='sigma' needs a finite sigma > 0",
                   "--init sigma needs --sigma, the std of every weight (finite, > 0)")
@@ -134,7 +143,7 @@ class NetworkConfig(_Config):
 
     def describe(self) -> str:
         """Short label, e.g. '3-layer [50, 50] + BN'."""
-        bn = " + BN" if self.batch_norm else ""
+        bn = (" + BN after ReLU" if self.bn_after_relu else " + BN") if self.batch_norm else ""
         return f"{self.n_layers}-layer {list(self.hidden)}{bn}"
 
 
@@ -169,6 +178,10 @@ class TrainConfig(_Config):
     #   flipped images) in the Result, for ensembles and test-time flips (kbn.ensemble)
 
     _OPTIONAL = frozenset(EXTENSIONS)
+    # PreciseBN (Wu & Johnson 2021): 0 keeps BN's moving averages for evaluation; N > 0
+    # replaces them after training by the population statistics of the final weights over
+    # N training batches (the same batch size), which no alpha can make stale
+    precise_bn: int = 0
 
     def __post_init__(self):
         name = "TrainConfig"
@@ -185,6 +198,10 @@ class TrainConfig(_Config):
             _fail(name, "eta_max", self.eta_max, "the highest learning rate must be finite and > 0")
         if not (np.isfinite(self.lam) and self.lam >= 0):
             _fail(name, "lam", self.lam, "the L2 weight must be finite and >= 0")
+        if (not isinstance(self.precise_bn, (int, np.integer)) or isinstance(self.precise_bn, bool)
+                or self.precise_bn < 0):
+            _fail(name, "precise_bn", self.precise_bn,
+                  "must be an int >= 0 (0: moving averages; N: statistics over N batches)")
         if self.dtype not in ("float32", "float64"):
             _fail(name, "dtype", self.dtype, "must be 'float32' or 'float64'")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:

@@ -77,14 +77,14 @@ def training_gradients(net: Network, X: np.ndarray, y: np.ndarray, lam: float,
     """
     from .optim import SGD
     from .stack import NetworkStack
-    from .train_step import TrainStep
+    from .bn_after_relu import train_step_for
 
     stack = NetworkStack.from_networks([net])
     stack.scale_weights(np.array([1.0 / weight_scale]))
     rule = SGD(stack, np.array([lam]), np.array([[eta]]))
     rule.c = np.array([weight_scale])
     before = stack.network(0, weight_scale).params
-    step = TrainStep(stack, len(y))
+    step = train_step_for(stack, len(y))
     grad_scale, c = rule.prepare(0)
     step(X, y, grad_scale, c, update_averages=False)
     rule.finish(0, step.grads)

@@ -3,6 +3,8 @@
 Layer l (1..k-1):  s = x W_l + b_l  ->  [BN: gamma_l * normalise(s) + beta_l]  ->  ReLU
 Layer k:           scores = x W_k + b_k  ->  softmax
 
+With ``bn_after_relu`` BN moves behind the ReLU: s = x W_l + b_l -> ReLU -> BN.
+
 Parameters and gradients are dicts with the same keys (``W1``, ``b1``, ``gamma1``,
 ``beta1``, ..., ``Wk``, ``bk``), so the update, the L2 term and the gradient check loop
 over keys without knowing the architecture.
@@ -90,9 +92,12 @@ class Network:
         p, k, cfg = self.params, self.n_layers, self.config
         caches = []
         x = X
+        after = cfg.bn_after_relu
         for l in range(1, k):
             s, aff = layers.affine_forward(x, p[f"W{l}"], p[f"b{l}"])
             bn = None
+            if after:
+                s, act = layers.relu_forward(s)
             if cfg.batch_norm:
                 if train:
                     s, bn, mu, var = layers.batchnorm_forward(
@@ -103,7 +108,10 @@ class Network:
                     mean, var = self._averages_for(l)
                     s, bn, _, _ = layers.batchnorm_forward(
                         s, p[f"gamma{l}"], p[f"beta{l}"], cfg.eps, mean, var)
-            x, act = layers.relu_forward(s)
+            if after:
+                x = s
+            else:
+                x, act = layers.relu_forward(s)
             caches.append((aff, bn, act))
         scores, aff = layers.affine_forward(x, p[f"W{k}"], p[f"b{k}"])
         caches.append((aff, None, None))
@@ -145,9 +153,13 @@ class Network:
         dx, g[f"W{k}"], g[f"b{k}"] = layers.affine_backward(dscores, aff)
         for l in range(k - 1, 0, -1):
             aff, bn, act = caches[l - 1]
-            ds = layers.relu_backward(dx, act)
-            if bn is not None:
-                ds, g[f"gamma{l}"], g[f"beta{l}"] = layers.batchnorm_backward(ds, bn)
+            if self.config.bn_after_relu:  # BN's backward first, then the ReLU's
+                ds, g[f"gamma{l}"], g[f"beta{l}"] = layers.batchnorm_backward(dx, bn)
+                ds = layers.relu_backward(ds, act)
+            else:
+                ds = layers.relu_backward(dx, act)
+                if bn is not None:
+                    ds, g[f"gamma{l}"], g[f"beta{l}"] = layers.batchnorm_backward(ds, bn)
             dx, g[f"W{l}"], g[f"b{l}"] = layers.affine_backward(ds, aff, need_dx=l > 1)
         if lam:
             for l in range(1, k + 1):
@@ -191,6 +203,8 @@ class Network:
         Folding it saves three passes over every activation block when evaluating.
         """
         p, cfg, folded = self.params, self.config, []
+        if cfg.bn_after_relu:
+            return self._inference_layers_after_relu()
         for l in range(1, self.n_layers + 1):
             W, b = p[f"W{l}"], p[f"b{l}"]
             if cfg.batch_norm and l < self.n_layers:
@@ -198,6 +212,21 @@ class Network:
                 scale = p[f"gamma{l}"] / np.sqrt(var + cfg.eps)
                 W, b = W * scale, (b - mean) * scale + p[f"beta{l}"]
             folded.append((W, b))
+        return folded
+
+    def _inference_layers_after_relu(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """BN after ReLU, folded forward: layer l's BN (h - mean) * scale + beta, with
+        scale = gamma / sqrt(var + eps), is affine in the ReLU output h, so it folds into
+        layer l + 1: x W' + b' with W' = scale[:, None] * W and b' = (beta - mean * scale) W + b.
+        Layer 1 keeps its weights; every layer is then ReLU(x W + b) as without BN."""
+        p, cfg = self.params, self.config
+        folded = [(p["W1"], p["b1"])]
+        for l in range(2, self.n_layers + 1):
+            mean, var = self._averages_for(l - 1)
+            scale = p[f"gamma{l - 1}"] / np.sqrt(var + cfg.eps)
+            shift = p[f"beta{l - 1}"] - mean * scale
+            W, b = p[f"W{l}"], p[f"b{l}"]
+            folded.append((W * scale[:, None], shift @ W + b))
         return folded
 
     def evaluate(self, X, y, lam: float, block: int = EVAL_BLOCK) -> dict[str, float]:

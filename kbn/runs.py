@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import __version__
 from .config import NetworkConfig, TrainConfig
+from .recorder import RecorderConfig
 from .trainer import Result, fit, fit_stack
 
 __all__ = ["DataSpec", "TrialSpec", "code_fingerprint", "run_stack", "run_trial", "run_trials"]
@@ -219,17 +220,23 @@ def _checksum(folder: str, stamp: tuple) -> str:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One training run. ``label`` only names it in progress bars (not part of the key)."""
+    """One training run. ``label`` only names it in progress bars (not part of the key).
+    ``record``: a :class:`kbn.recorder.RecorderConfig` to record inside the network while
+    it trains (into ``Result.recording``, cached with it; part of the key), or None."""
 
     network: NetworkConfig
     train: TrainConfig
     data: DataSpec = DataSpec()
     label: str | None = field(default=None, compare=False)
+    record: RecorderConfig | None = None
 
     def __post_init__(self):
         if not isinstance(self.network, NetworkConfig) or not isinstance(self.train, TrainConfig):
             raise TypeError("TrialSpec(network=NetworkConfig(...), train=TrainConfig(...), "
                             "data=DataSpec(...))")
+        if self.record is not None and not isinstance(self.record, RecorderConfig):
+            raise TypeError(f"TrialSpec.record must be None or a kbn.recorder.RecorderConfig, "
+                            f"got {type(self.record).__name__}")
         if not isinstance(self.data, DataSpec):
             raise TypeError(f"TrialSpec.data must be a kbn.runs.DataSpec, got "
                             f"{type(self.data).__name__}: loaded data cannot be sent to "
@@ -248,6 +255,8 @@ class TrialSpec:
             "data_checksum": data_checksum,
             "kbn_version": __version__,
             "code": code_fingerprint(),
+            # only when recording, so the keys of unrecorded trials stay as they were
+            **({} if self.record is None else {"record": self.record.to_dict()}),
         }
 
     def key(self, data_checksum: str) -> str:
@@ -264,7 +273,7 @@ def run_trial(spec: TrialSpec, progress: bool = False, keep_network: bool = Fals
     as a cached Result cannot have them; use :func:`kbn.trainer.fit` for the weights).
     """
     result = fit(spec.network, spec.train, spec.data.load(), progress=progress,
-                 desc=spec.describe())
+                 desc=spec.describe(), recorder=spec.record)
     if not keep_network:
         result.network = None
     return result
@@ -278,7 +287,8 @@ def run_stack(specs: Sequence[TrialSpec], progress: bool = False) -> list[Result
         raise ValueError("the trials of a stack train on the same data (one DataSpec)")
     desc = specs[0].describe() if len(specs) == 1 else f"{specs[0].network.describe()} x {len(specs)}"
     results = fit_stack([s.network for s in specs], [s.train for s in specs],
-                        specs[0].data.load(), progress=progress, desc=desc)
+                        specs[0].data.load(), progress=progress, desc=desc,
+                        recorders=[s.record for s in specs])
     for r in results:
         r.network = None
     return results
@@ -354,7 +364,7 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
         if results[i] is None:
-            groups.setdefault((s.network, s.train, s.data), []).append(i)
+            groups.setdefault((s.network, s.train, s.data, s.record), []).append(i)
     members = list(groups.values())  # members[j]: the specs trial j answers; j's spec: [0]
     n_cached = n - sum(map(len, members))
 

@@ -46,11 +46,13 @@ class NetworkStack:
         configs = list(configs)
         first = configs[0]
         for c in configs[1:]:
-            if c.hidden != first.hidden or c.batch_norm != first.batch_norm:
+            if (c.hidden != first.hidden or c.batch_norm != first.batch_norm
+                    or c.bn_after_relu != first.bn_after_relu):
                 raise ValueError("a stack holds networks of one architecture: "
                                  f"{first.describe()} and {c.describe()} cannot be stacked")
         self.configs, self.sizes, self.dtype = configs, tuple(sizes), np.dtype(dtype)
         self.K, self.n_layers, self.batch_norm = len(configs), len(sizes) - 1, first.batch_norm
+        self.bn_after_relu = first.bn_after_relu  # BN placement (kbn.bn_after_relu)
         K, dt = self.K, self.dtype
         shapes = [(sizes[0], K * sizes[1])] + [(K, m_in, m_out) for m_in, m_out
                                                in zip(sizes[1:-1], sizes[2:])]
@@ -171,6 +173,10 @@ class NetworkStack:
         beta = (W * scale) x + (b - mean) * scale + beta, scale = gamma / sqrt(var + eps)
         (as :meth:`kbn.network.Network.inference_layers`).
         """
+        if self.bn_after_relu:
+            from .bn_after_relu import stack_inference_layers
+
+            return stack_inference_layers(self)
         folded = []
         for l in range(self.n_layers):
             W, b = self.W[l], self.b[l]

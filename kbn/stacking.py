@@ -18,7 +18,8 @@ from .config import NetworkConfig, TrainConfig
 # may differ as long as the number of steps and the evaluation points agree (in the key).
 PER_NETWORK = {
     NetworkConfig: frozenset({"init", "sigma", "alpha", "eps"}),
-    TrainConfig: frozenset({"eta_min", "eta_max", "n_s", "n_cycles", "lam", "evals_per_cycle"}),
+    TrainConfig: frozenset({"eta_min", "eta_max", "n_s", "n_cycles", "lam", "evals_per_cycle",
+                            "precise_bn"}),
 }
 
 # Stacks grow until their first layer has about this many units: the measured gain per

@@ -17,9 +17,11 @@ from . import __version__
 from .config import NetworkConfig, TrainConfig
 from .network import Network
 from .optim import make_rule
+from .precise_bn import batches_rng, population_statistics
+from .recorder import Recorder, RecorderConfig
 from .schedule import learning_rates
 from .stack import NetworkStack
-from .train_step import TrainStep
+from .bn_after_relu import train_step_for
 
 METRICS = ("cost", "loss", "accuracy")
 HISTORY_KEYS = ("step", "epoch", "eta",
@@ -43,6 +45,8 @@ class Result:
     # (2, N, C) test-set class probabilities, of the images and of their mirror images,
     # when TrainConfig.keep_test_probs (for kbn.ensemble); stored as float16
     test_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # what a kbn.recorder.Recorder saw during training (None: no recorder); JSON lists
+    recording: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def diverged(self) -> bool:
@@ -61,6 +65,7 @@ class Result:
             "version": self.version,
             "stack_size": self.stack_size,
             **({} if self.test_probs is None else {"test_probs": _encode_probs(self.test_probs)}),
+            **({} if self.recording is None else {"recording": self.recording}),
         }
 
     @classmethod
@@ -76,6 +81,7 @@ class Result:
             version=d["version"],
             stack_size=d.get("stack_size", 1),
             test_probs=None if d.get("test_probs") is None else _decode_probs(d["test_probs"]),
+            recording=d.get("recording"),
         )
 
 
@@ -130,19 +136,23 @@ def n_classes_of(data) -> int:
 
 
 def fit(network_config: NetworkConfig, train_config: TrainConfig, data,
-        progress: bool = False, desc: str | None = None) -> Result:
+        progress: bool = False, desc: str | None = None,
+        recorder: RecorderConfig | None = None) -> Result:
     """Train a fresh network on ``data`` (a ``kbn.data.CIFAR10``) and evaluate it.
 
     Initialisation and the per-epoch shuffles come from ``default_rng(train_config.seed)``
     so the same configs and data give the same numbers. Metrics (evaluation mode, i.e. BN
-    with moving averages) are recorded at ``record_steps(train_config)``. This is
-    :func:`fit_stack` with one network.
+    with moving averages) are recorded at ``record_steps(train_config)``; ``recorder``
+    (a :class:`kbn.recorder.RecorderConfig`) also records what happens inside the network
+    there, into ``Result.recording``. This is :func:`fit_stack` with one network.
     """
-    return fit_stack([network_config], [train_config], data, progress, desc)[0]
+    return fit_stack([network_config], [train_config], data, progress, desc,
+                     recorders=[recorder])[0]
 
 
 def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[TrainConfig],
-              data, progress: bool = False, desc: str | None = None) -> list[Result]:
+              data, progress: bool = False, desc: str | None = None,
+              recorders: Sequence[RecorderConfig | None] | None = None) -> list[Result]:
     """Train K fresh networks side by side on one mini-batch stream; one Result each.
 
     The K (network, train) config pairs must be stackable (:func:`kbn.stacking.stack_key`:
@@ -151,6 +161,7 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
     Each network gets exactly the numbers it gets trained alone with :func:`fit` (its own
     initialisation, the shared seed's shuffles). A network whose cost becomes non-finite
     stops there (``diverged_at``) and leaves the stack; the others go on.
+    ``recorders``: None, or one :class:`kbn.recorder.RecorderConfig` (or None) per network.
     """
     from .stacking import check_stackable
 
@@ -173,10 +184,17 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
     # augmentation and dropout draws of the options beyond the recipe
     shuffle_rng, aug_rng, drop_rng = np.random.default_rng(cfg.seed).spawn(4)[1:]
     members = [_Member(net_cfg, train_cfg) for net_cfg, train_cfg in zip(net_cfgs, train_cfgs)]
+    if recorders is not None:
+        if len(recorders) != len(members):
+            raise ValueError(f"give one recorder (or None) per network: {len(recorders)} "
+                             f"recorders for {len(members)} networks")
+        for m, rec in zip(members, recorders):
+            m.recorder = None if rec is None else Recorder(rec, cfg.n_batch)
     if desc is None:
         desc = net_cfgs[0].describe() + (f" x {len(members)}" if len(members) > 1 else "")
     bar = _progress_bar(progress, cfg.n_steps, desc)
 
+    precise_val: dict[int, float] = {}
     # A diverging run overflows before its cost turns non-finite; that is detected and
     # recorded below, so numpy's overflow warnings would only repeat it as noise.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -184,6 +202,7 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
                               shuffle_rng, bar, t0, aug_rng, drop_rng)
         if alive:
             lams = np.array([members[i].train_config.lam for i in alive])
+            precise_val = _precise_bn(stack, members, alive, cfg, X, Xv, yv, lams)
             test = stack.evaluate(np.asarray(data.test.X, dtype=dtype), data.test.y, lams)
             for k, i in enumerate(alive):
                 members[i].network = stack.network(k)
@@ -200,9 +219,32 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
         bar.close()
     K = len(members)
     return [Result(m.network_config, m.train_config, m.history, m.test_accuracy,
-                   m.history["val_accuracy"][-1] if m.diverged_at is None else float("nan"),
+                   float("nan") if m.diverged_at is not None else
+                   precise_val.get(i, m.history["val_accuracy"][-1]),
                    m.wall_time / K, m.diverged_at, m.network, stack_size=K,
-                   test_probs=m.test_probs) for m in members]
+                   test_probs=m.test_probs,
+                   recording=None if m.recorder is None else m.recorder.data)
+            for i, m in enumerate(members)]
+
+
+def _precise_bn(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv,
+                lams) -> dict[int, float]:
+    """PreciseBN for the members that ask for it (``TrainConfig.precise_bn`` = N > 0):
+    their moving averages in ``stack`` are replaced by the population statistics of their
+    final weights over N training batches (:mod:`kbn.precise_bn`). Returns {member: its
+    validation accuracy with them} (the history keeps the moving averages' values)."""
+    ks = [k for k, i in enumerate(alive) if members[i].train_config.precise_bn > 0]
+    if not ks or not stack.batch_norm:
+        return {}
+    for k in ks:
+        tc = members[alive[k]].train_config
+        stats = population_statistics(stack.network(k), X, tc.precise_bn, cfg.n_batch,
+                                      batches_rng(tc.seed))
+        for l in range(stack.n_layers - 1):
+            stack.mean[l][k] = stats[f"mean{l + 1}"]
+            stack.var[l][k] = stats[f"var{l + 1}"]
+    val = stack.evaluate(Xv, yv, lams)["accuracy"]
+    return {alive[k]: float(val[k]) for k in ks}
 
 
 @dataclass
@@ -217,6 +259,7 @@ class _Member:
     test_accuracy: float = float("nan")
     wall_time: float = 0.0
     test_probs: np.ndarray | None = None
+    recorder: Recorder | None = None
 
 
 def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, Xv, yv,
@@ -238,9 +281,12 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
     # (n_steps, K): row t holds every network's learning rate at step t
     etas = np.stack([learning_rates(tc) for tc in trains], axis=1)
     rule = make_rule(stack, trains, lam, etas)
-    step = TrainStep(stack, cfg.n_batch, dropout=cfg.dropout, dropout_rng=drop_rng,
-                     label_smoothing=cfg.label_smoothing)
+    step = train_step_for(stack, cfg.n_batch, dropout=cfg.dropout, dropout_rng=drop_rng,
+                          label_smoothing=cfg.label_smoothing)
     augment = Augmenter(cfg.flip, cfg.shift)
+    observers = [i for i, m in enumerate(members) if m.recorder is not None]
+    if observers:  # the starting point (nothing is folded yet: the weights are as drawn)
+        _observe(members, alive, stack, 0, X, y, Xv, yv)
     t = 0
     try:
         while t < cfg.n_steps:
@@ -266,7 +312,7 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
                     alive = [alive[k] for k in keep]
                     if alive:
                         stack = stack.subset(keep)
-                        rule, step = rule.subset(stack, keep), TrainStep(stack, cfg.n_batch)
+                        rule, step = rule.subset(stack, keep), train_step_for(stack, cfg.n_batch)
                         step.adopt_logs(old_step, keep)  # flushed when they would be alone
                     old_step.flush_averages()
                     for k, net in lost.items():
@@ -282,6 +328,8 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
                     step.flush_averages()
                     _record(members, alive, stack, rule.lam, t, t / steps_per_epoch,
                             rule.etas[t - 1], X, y, Xv, yv)
+                    if observers:
+                        _observe(members, alive, stack, t, X, y, Xv, yv)
                     if bar is not None:
                         best = max(members[i].history["val_accuracy"][-1] for i in alive)
                         bar.set_postfix(val_acc=f"{best:.3f}")
@@ -293,6 +341,13 @@ def _train(stack: NetworkStack, members: list[_Member], cfg: TrainConfig, X, y, 
     finally:  # the stack holds the networks' parameters and averages whatever happens
         rule.fold()
         step.flush_averages()
+
+
+def _observe(members, alive, stack, t, X, y, Xv, yv) -> None:
+    """Let each live member's recorder look at its network (after ``t`` updates)."""
+    for k, i in enumerate(alive):
+        if members[i].recorder is not None:
+            members[i].recorder.observe(t, stack.network(k), X, y, Xv, yv)
 
 
 def _record(members, alive, stack, lam, t, epoch, eta, X, y, Xv, yv) -> None:

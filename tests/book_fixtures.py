@@ -30,7 +30,7 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHAPTERS = ("01_gradient_check", "02_bn_ablation", "03_lambda_search", "04_sigma_sensitivity",
-            "06_pushing_the_mlp")
+            "05_how_bn_helps", "06_pushing_the_mlp")
 # every page of the book, relative to the HTML root
 PAGES = ("intro.html", *(f"executed/{c}.html" for c in CHAPTERS), "summary.html",
          "provenance.html", "references.html")

@@ -48,7 +48,7 @@ def test_chapters_come_from_the_toc_with_their_dependencies(layout):
     chapters = book.chapters(layout)
     assert [c.name for c in chapters] == list(CHAPTERS)
     assert [c.module for c in chapters] == ["gradient_check", "bn_ablation", "lambda_search",
-                                            "sigma_sensitivity", "pushing_the_mlp"]
+                                            "sigma_sensitivity", "how_bn_helps", "pushing_the_mlp"]
     assert chapters[3].depends_on == ("02_bn_ablation", "03_lambda_search")
     assert all(c.depends_on == () for c in chapters[:3] + chapters[4:])
 

@@ -21,6 +21,9 @@ EXPECTED = {
     # best runs, ablation, per class, literature, all runs; curves, Pareto front, confusion
     "executed/06_pushing_the_mlp.html": (5, 3),
     "summary.html": (4, 0),  # Table 1, Table 2 and its text, Tables 3-4, Table 5
+    # drift, gradients, landscape, learning rate, placement, inference, batch size, all runs;
+    # activations, gradients, landscape, learning rate, mode gap, batch size
+    "executed/05_how_bn_helps.html": (8, 6),
     "provenance.html": (2, 0),  # the chapters of this build, its environment
     "references.html": (0, 0),
 }
@@ -30,6 +33,8 @@ CAPTIONS = {  # words each chapter's own table captions must show
     "executed/03_lambda_search.html": ["Table 3.", "Table 4."],
     "executed/04_sigma_sensitivity.html": ["Table 5.", "Table 5b."],
     "executed/06_pushing_the_mlp.html": ["Ablation.", "Per-class test accuracy"],
+    "executed/05_how_bn_helps.html": ["Drift of the ReLU inputs.", "Gradient ratio",
+                                      "Test accuracy (%) per η_max"],
 }
 ERROR_TEXT = re.compile(r"Traceback|\b[A-Za-z]*Error\b|Exception\b")
 

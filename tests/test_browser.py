@@ -105,7 +105,8 @@ def test_chapters_have_their_figures(browser, site):
         _load(browser, f"{site}/{page}")
         counts[page] = browser.execute_script(
             "return document.querySelectorAll('main figure img').length;")
-    for chapter in ("02_bn_ablation", "03_lambda_search", "04_sigma_sensitivity"):
+    for chapter in ("02_bn_ablation", "03_lambda_search", "04_sigma_sensitivity",
+                    "05_how_bn_helps"):
         assert counts[f"executed/{chapter}.html"] >= 1, counts
 
 

@@ -14,6 +14,7 @@ from kbn.network import Network
 from kbn import NetworkConfig, SearchConfig, TrainConfig
 from kbn.experiments import bn_ablation as ab
 from kbn.experiments import gradient_check as gc
+from kbn.experiments import how_bn_helps as hb
 from kbn.experiments import lambda_search as ls
 from kbn.experiments import recipe, results
 from kbn.experiments import sigma_sensitivity as ss
@@ -626,7 +627,7 @@ def test_data_spec_smoke_subset():
 # ---------------------------------------------------------------- notebook parameters
 from kbn.experiments.parameters import ParameterError  # noqa: E402
 
-CHAPTER_MODULES = (gc, ab, ls, ss)
+CHAPTER_MODULES = (gc, ab, ls, ss, hb)
 
 
 @pytest.mark.parametrize("chapter", CHAPTER_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[1])

@@ -162,8 +162,9 @@ def test_smoke_build_executes_every_chapter_in_a_fresh_copy(built_book):
                        for c in nb.cells if c.cell_type == "code" for o in c.outputs)
         res = json.loads((built_book.executed / "results" / f"{name.split('_', 1)[1]}.json").read_text())
         assert res["smoke"] is True and res["data"]["n_train"] > 0
-    assert "kbn: [4/5] 04_sigma_sensitivity: executing (never executed)" in built_book.stderr
-    assert "kbn: [5/5] 06_pushing_the_mlp: executing (never executed)" in built_book.stderr
+    assert "kbn: [4/6] 04_sigma_sensitivity: executing (never executed)" in built_book.stderr
+    assert "kbn: [5/6] 05_how_bn_helps: executing (never executed)" in built_book.stderr
+    assert "kbn: [6/6] 06_pushing_the_mlp: executing (never executed)" in built_book.stderr
     # 04 took its lambda from 03's results
     r3 = json.loads((built_book.executed / "results" / "lambda_search.json").read_text())
     r4 = json.loads((built_book.executed / "results" / "sigma_sensitivity.json").read_text())

@@ -1,7 +1,7 @@
 """The study's chapters, one module each, so the notebooks stay thin.
 
 A chapter module (``gradient_check``, ``bn_ablation``, ``lambda_search``,
-``sigma_sensitivity``) is named after its notebook (``notebooks/NN_<module>.ipynb``) and
+``sigma_sensitivity``, ``how_bn_helps``) is named after its notebook (``notebooks/NN_<module>.ipynb``) and
 has ``Parameters`` (the notebook's parameters cell, checked), ``DEPENDS_ON`` (the chapters
 whose results it reads) and ``run(params) -> ChapterOutput`` (tables, figures, glued
 values, its trainings). A new chapter is a notebook, a module here and a ToC entry.

@@ -1,0 +1,130 @@
+"""BN after ReLU on the path that trains: a TrainStep and the stack's evaluation fold.
+
+The recipe normalises each hidden unit's affine output before its ReLU
+(``NetworkConfig.bn_after_relu=False``). With ``bn_after_relu=True`` a hidden layer is
+s = x W + b -> r = ReLU(s) -> gamma (r - mu) / sqrt(var + eps) + beta, mu and var the batch
+statistics of r (the readable version: :meth:`kbn.network.Network.forward`).
+
+:class:`AfterReluTrainStep` is :class:`kbn.train_step.TrainStep` with the hidden layers'
+forward and backward passes, and the moving averages, for that order; the output layer,
+the loss, the buffers and the stacking are the parent's. :func:`train_step_for` picks the
+step a stack needs, so the trainer and :func:`kbn.gradcheck.training_gradients` never run
+the recipe's pass on an after-ReLU network. Tests tie both to ``layers.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .stack import NetworkStack
+from .train_step import TrainStep, _HiddenLayer
+
+
+def train_step_for(stack: NetworkStack, n: int, **kwargs) -> TrainStep:
+    """The TrainStep that computes ``stack``'s networks as configured (BN placement)."""
+    if getattr(stack, "bn_after_relu", False):
+        if kwargs.get("dropout"):  # the mask would act before BN's backward, not after it
+            raise ValueError("BN after ReLU does not support dropout yet: train it with "
+                             "dropout=0 (TrainConfig.dropout), or with BN before ReLU")
+        return AfterReluTrainStep(stack, n, **kwargs)
+    return TrainStep(stack, n, **kwargs)
+
+
+class AfterReluTrainStep(TrainStep):
+    """Training-mode losses and gradients of K networks with BN after each hidden ReLU.
+
+    Differences from the parent: the bias b matters (ReLU comes before the
+    normalisation), so it is added and gets a gradient; BN sees ReLU(c x W + b) as it is,
+    so eps is used as given and the logged batch statistics are those of the ReLU output
+    itself (no weight scale c to fold in).
+    """
+
+    def __call__(self, X, y, grad_scale, weight_scale, update_averages: bool = True):
+        self._c3 = np.array(weight_scale, self.stack.dtype)[:, None, None]
+        return super().__call__(X, y, grad_scale, weight_scale, update_averages)
+
+    def _bn_forward(self, L: _HiddenLayer, x: np.ndarray, eps_c, inv_c) -> np.ndarray:
+        """x -> BN(ReLU(c x W + b)) (K, n, M) with the ReLU output's batch statistics.
+
+        Leaves the centred ReLU output in ``L.s``, the ReLU mask in ``L.on``, 1/sqrt(var +
+        eps) in ``L.inv_std`` and BN's gain gamma inv_std in ``L.scale``."""
+        s, h = self._affine(L, x), L.h
+        s *= self._c3
+        s += L.b
+        np.maximum(s, L.zeros, out=s)  # r = ReLU(s)
+        np.sign(s, out=L.on)
+        j = len(self.logged_scales)  # this step's row of the statistics log
+        mu, var = L.mu_log[j], L.var_log[j]
+        np.matmul(self.mean_weights, s, out=mu)
+        s -= mu[:, None, :]
+        np.multiply(s, s, out=L.ds)
+        np.matmul(self.mean_weights, L.ds, out=var)
+        np.add(var[:, None, :], self.eps, out=L.inv_std)
+        np.sqrt(L.inv_std, out=L.inv_std)
+        np.reciprocal(L.inv_std, out=L.inv_std)
+        np.multiply(L.gamma, L.inv_std, out=L.scale)
+        np.multiply(s, L.scale, out=h)  # gamma rhat
+        h += L.beta
+        return h
+
+    def _hidden_backward(self, L: _HiddenLayer) -> np.ndarray:
+        """Gradient at BN's output -> gradient at the affine output (K, n, M); writes
+        dgamma, dbeta and db. BN's backward (as in the parent, on the centred ReLU output
+        rc = r - mu: gain (dh - dbeta/n - rc inv_std^2 sum(dh rc)/n)), then the ReLU mask."""
+        dh, ds, vec, n = L.dh, L.ds, L.vec, self.n
+        np.matmul(self.ones, dh, out=L.dbeta)
+        np.multiply(dh, L.s, out=ds)
+        np.matmul(self.ones, ds, out=L.dgamma)
+        L.dgamma *= L.inv_std2
+        np.multiply(L.inv_std, L.dgamma3, out=vec)
+        vec *= 1.0 / n
+        np.multiply(L.s, vec, out=ds)
+        np.subtract(dh, ds, out=ds)
+        np.multiply(L.dbeta3, 1.0 / n, out=vec)
+        ds -= vec
+        ds *= L.scale
+        ds *= L.on
+        np.matmul(self.ones, ds, out=L.db)
+        return ds
+
+    def flush_averages(self) -> None:
+        """Fold the logged batch statistics of the ReLU outputs into the moving averages:
+        the first batch ever starts them, then mu_av <- alpha mu_av + (1 - alpha) mu_i per
+        batch, i.e. over k batches alpha^k mu_av + sum_i (1 - alpha) alpha^(k-1-i) mu_i."""
+        if not self.logged_scales:
+            return
+        stack, n_logged = self.stack, len(self.logged_scales)
+        alpha = stack.alpha.astype(np.float64)[None, :]  # (1, K)
+        for L in self.hidden:
+            l = L.l
+            mu, var = L.mu_log[:n_logged], L.var_log[:n_logged]
+            if stack.mean[l] is None:
+                stack._start_averages(l)
+                stack.mean[l][...] = mu[0]
+                stack.var[l][...] = var[0]
+                mu, var = mu[1:], var[1:]
+            k = len(mu)
+            weights = (1 - alpha) * alpha ** np.arange(k - 1, -1, -1)[:, None]  # (k, K)
+            decay = (alpha ** k)[0]
+            w = np.ascontiguousarray(weights.T[:, None, :])  # (K, 1, k)
+            mu, var = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (mu, var))
+            m, v = stack.mean[l], stack.var[l]
+            m[...] = decay[:, None] * m + np.matmul(w, mu)[:, 0]
+            v[...] = decay[:, None] * v + np.matmul(w, var)[:, 0]
+        self.logged_scales.clear()
+
+
+def stack_inference_layers(stack: NetworkStack) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W, b) per layer of an after-ReLU stack in evaluation mode, in the stack's layout
+    (as :meth:`kbn.stack.NetworkStack.inference_layers`): layer l's BN, affine in its ReLU
+    output, folds into layer l + 1 (as :meth:`kbn.network.Network.inference_layers`)."""
+    if stack.mean[0] is None:
+        raise RuntimeError("evaluation-mode BN needs moving averages, and these networks "
+                           "have not seen a training batch yet")
+    folded = [(stack.W[0], stack.b[0].reshape(-1))]
+    for l in range(1, stack.n_layers):
+        scale = stack.gamma[l - 1] / np.sqrt(stack.var[l - 1] + stack.eps[:, None])  # (K, m_in)
+        shift = stack.beta[l - 1] - stack.mean[l - 1] * scale
+        W = stack.W[l]
+        folded.append((W * scale[:, :, None], np.matmul(shift[:, None, :], W)[:, 0] + stack.b[l]))
+    return folded
