@@ -189,3 +189,14 @@ def test_command_line_refuses_bad_combinations(tmp_path, capsys, argv, message):
     assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_dropout_with_bn_after_relu_is_refused():
+    """The recipe's dropout masks the layer output before BN's backward; after ReLU that
+    would be wrong, so the step refuses rather than train something else."""
+    net = Network.create(AFTER, 9, 10, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="BN after ReLU does not support dropout"):
+        train_step_for(NetworkStack.from_networks([net]), 8, dropout=0.5,
+                       dropout_rng=np.random.default_rng(1))
+    assert isinstance(train_step_for(NetworkStack.from_networks([net]), 8, dropout=0.0),
+                      AfterReluTrainStep)
