@@ -27,7 +27,7 @@ EXTENSIONS = ("optimizer", "momentum", "beta2", "schedule", "flip", "shift", "dr
 class _Config:
     """Shared behaviour: dict round trip that refuses unknown keys."""
 
-    # Fields added after the reference recipe (the tricks of chapter 6): left out of
+    # Fields added after the reference recipe (the options of chapters 5 and 6): left out of
     # ``to_dict`` while at their default, so a config that does not use them has the same
     # dict, and hence the same cache key and saved form, as before they existed.
     _OPTIONAL: frozenset[str] = frozenset()
@@ -97,6 +97,8 @@ class NetworkConfig(_Config):
     # BN placement: False (the recipe) normalises each unit's affine output before its
     # ReLU; True applies ReLU first and normalises its output (BN after ReLU)
     bn_after_relu: bool = False
+
+    _OPTIONAL = frozenset({"bn_after_relu"})
 
     def __post_init__(self):
         name = "NetworkConfig"
@@ -177,11 +179,12 @@ class TrainConfig(_Config):
     keep_test_probs: bool = False  # keep the test-set class probabilities (plain and
     #   flipped images) in the Result, for ensembles and test-time flips (kbn.ensemble)
 
-    _OPTIONAL = frozenset(EXTENSIONS)
     # PreciseBN (Wu & Johnson 2021): 0 keeps BN's moving averages for evaluation; N > 0
     # replaces them after training by the population statistics of the final weights over
     # N training batches (the same batch size), which no alpha can make stale
     precise_bn: int = 0
+
+    _OPTIONAL = frozenset(EXTENSIONS) | {"precise_bn"}
 
     def __post_init__(self):
         name = "TrainConfig"

@@ -1,10 +1,18 @@
 """Shared fixtures: a small learnable problem in the shape of ``kbn.data.CIFAR10``."""
 
 import os
+import signal
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+# A background job of a non-interactive shell (`bash .ci/run &`) starts with SIGINT ignored,
+# and every process it starts inherits that: the Ctrl-C tests' kbn processes could then not
+# be interrupted. Give this process Python's own handler, so its children start with the
+# default disposition, as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # the session-scoped smoke build of the book (fixture ``built_book``), for every test module
 pytest_plugins = ["book_fixtures"]

@@ -34,6 +34,11 @@ def test_the_recipe_dict_and_key_are_unchanged():
     same = TrialSpec(NetworkConfig(), TrainConfig(optimizer="sgd", dropout=0.0), DataSpec())
     assert same.key("c") == spec.key("c")
     assert set(ON) == set(EXTENSIONS)
+    # chapter 5's options likewise: absent at their default, present when used
+    assert "precise_bn" not in TrainConfig().to_dict()
+    assert TrainConfig(precise_bn=20).to_dict()["precise_bn"] == 20
+    assert "bn_after_relu" not in NetworkConfig().to_dict()
+    assert NetworkConfig(bn_after_relu=True).to_dict()["bn_after_relu"] is True
 
 
 @pytest.mark.parametrize("name", sorted(ON))
