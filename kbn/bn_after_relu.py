@@ -71,18 +71,7 @@ class AfterReluTrainStep(TrainStep):
         """Gradient at BN's output -> gradient at the affine output (K, n, M); writes
         dgamma, dbeta and db. BN's backward (as in the parent, on the centred ReLU output
         rc = r - mu: gain (dh - dbeta/n - rc inv_std^2 sum(dh rc)/n)), then the ReLU mask."""
-        dh, ds, vec, n = L.dh, L.ds, L.vec, self.n
-        np.matmul(self.ones, dh, out=L.dbeta)
-        np.multiply(dh, L.s, out=ds)
-        np.matmul(self.ones, ds, out=L.dgamma)
-        L.dgamma *= L.inv_std2
-        np.multiply(L.inv_std, L.dgamma3, out=vec)
-        vec *= 1.0 / n
-        np.multiply(L.s, vec, out=ds)
-        np.subtract(dh, ds, out=ds)
-        np.multiply(L.dbeta3, 1.0 / n, out=vec)
-        ds -= vec
-        ds *= L.scale
+        ds = self._bn_backward(L, L.dh)
         ds *= L.on
         np.matmul(self.ones, ds, out=L.db)
         return ds

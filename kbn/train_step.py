@@ -322,6 +322,12 @@ class TrainStep:
         if not self.batch_norm:
             np.matmul(self.ones, dh, out=L.db)
             return dh
+        return self._bn_backward(L, dh)
+
+    def _bn_backward(self, L: _HiddenLayer, dh: np.ndarray) -> np.ndarray:
+        """Gradient at BN's output ``dh`` -> gradient at BN's input (K, n, M), in L.ds;
+        writes dgamma and dbeta. BN's input is L.s centred (here the affine output; after
+        ReLU, the ReLU output: kbn.bn_after_relu)."""
         # With xhat = s inv_std (s centred): dbeta = sum(dh), dgamma = sum(dh xhat), and
         # the gradient at BN's input (the affine output c s + b) is
         # gain (dh - dbeta/n - xhat dgamma/n) = scale (dh - dbeta/n - s (inv_std dgamma/n)).
