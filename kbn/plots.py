@@ -110,13 +110,7 @@ def accuracy_vs_lambda(trials, chosen_lambda: float | None = None,
     if reference_lambda is not None:
         ax.axvline(reference_lambda, color="0.4", lw=1, ls=":",
                    label=f"original's λ = {reference_lambda:.1e}")
-    ax.set_xscale("log")
-    ax.set_xlabel("λ (L2 weight)")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title, fontsize="medium")
+    _finish_lambda_axes(ax, "accuracy (%)", title)
     return fig
 
 
@@ -143,14 +137,19 @@ def lambda_race(race, lambdas: Mapping[str, float] | None = None, chance: float 
         ax.axhline(chance, color="tab:red", lw=0.8, label=f"chance ({chance:g} %)")
     if escaped is not None:
         ax.axhline(escaped, color="tab:red", lw=0.8, ls=":", label=f"escape threshold ({escaped:g} %)")
+    _finish_lambda_axes(ax, "test accuracy (%)", title)
+    return fig
+
+
+def _finish_lambda_axes(ax, ylabel: str, title: str | None) -> None:
+    """Log λ axis, labels, grid, legend and title of an accuracy-against-λ plot."""
     ax.set_xscale("log")
     ax.set_xlabel("λ (L2 weight)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title, fontsize="medium")
-    return fig
 
 
 def init_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping]]], metric: str = "loss",
