@@ -127,3 +127,69 @@ def test_learning_rates_per_schedule():
     assert len(cos) == 40 and cos[0] == pytest.approx(0.1)
     assert np.array_equal(learning_rates(cfg.replace(schedule="one_cycle")),
                           one_cycle_lr(np.arange(40), 1e-5, 0.1, 40))
+
+
+# ------------------------------------------------------------ the blocked update
+def test_blocks_visit_every_element_once_with_aligned_views(monkeypatch):
+    """Blocks cuts aligned views of every array (a last short block too); a kernel that adds
+    1 and records the block's start sees each element once, with a scratch as long as its
+    block."""
+    import kbn.optim as optim
+
+    monkeypatch.setattr(optim, "BLOCK", 7)
+    a, b = np.zeros(40), np.arange(40.0)  # 5 blocks of 7 and one of 5
+    seen = []
+
+    def kernel(x, y, scratch, step):
+        assert len(scratch) == len(x) == len(y)
+        np.add(x, step, out=x)
+        seen.append(int(y[0]))
+
+    optim.Blocks([a, b]).run(kernel, 1.0)
+    assert np.array_equal(a, np.ones(40))
+    assert seen == list(range(0, 40, 7))
+    with pytest.raises(ValueError, match="one size"):
+        optim.Blocks([np.zeros(4), np.zeros(5)])
+
+
+@pytest.mark.parametrize("make", [
+    lambda s, e: Momentum(s, np.array([0.01]), e, 0.9, nesterov=True),
+    lambda s, e: Momentum(s, np.array([0.01]), e, 0.9, nesterov=False),
+    lambda s, e: Adam(s, np.array([0.03]), e, 0.8, 0.95, decoupled=False),
+    lambda s, e: Adam(s, np.array([0.03]), e, 0.8, 0.95, decoupled=True),
+], ids=["nesterov", "momentum", "adam", "adamw"])
+def test_the_blocked_update_equals_one_pass_over_the_whole_buffer(make, monkeypatch):
+    """The rules update in cache-sized blocks (kbn.optim.BLOCK): every parameter gets exactly
+    the numbers of one pass over the whole buffer (float32, bit for bit), and a mutation (a
+    block left out) is caught."""
+    import kbn.optim as optim
+
+    def trained(block, skip_last=False):
+        monkeypatch.setattr(optim, "BLOCK", block)
+        stack, grads, etas = setup(3)
+        stack = _as32(stack)
+        assert stack.weights.dtype == np.float32
+        grads = [(gw.astype(np.float32), gv.astype(np.float32)) for gw, gv in grads]
+        rule = make(stack, etas)
+        if skip_last:
+            real = optim.Blocks.__init__
+
+            def init(self, arrays):
+                real(self, arrays)
+                if len(self.blocks) > 1:
+                    self.blocks = self.blocks[:-1]
+            monkeypatch.setattr(optim.Blocks, "__init__", init)
+        return run(rule, stack, grads)
+
+    whole = trained(10 ** 9)
+    blocked = trained(5)  # 62 weights: 13 blocks
+    for (w, v), (w1, v1) in zip(whole, blocked):
+        assert np.array_equal(w, w1) and np.array_equal(v, v1)
+    wrong = trained(5, skip_last=True)
+    assert not np.array_equal(wrong[-1][0], whole[-1][0])
+
+
+def _as32(stack):
+    net = stack.network(0)
+    return NetworkStack.from_networks([Network(net.config, {k: v.astype(np.float32)
+                                                            for k, v in net.params.items()})])
