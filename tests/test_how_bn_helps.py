@@ -57,6 +57,18 @@ def test_the_plan_shares_stacks_where_only_per_network_fields_differ(chapter):
     assert all((r.spec.record is not None) == r.labels["batch_norm"] for r in batch)
     # equal epochs: steps x batch size is constant
     assert len({r.spec.train.n_steps * r.spec.train.n_batch for r in batch}) == 1
+    # the recipe's alpha (0.8) at inference is the recorded He run with BN: trained once
+    for arch, hidden in params.architectures.items():
+        for seed in params.seeds:
+            inf = [r.spec for r in rows if r.study == "inference" and r.labels["architecture"] == arch
+                   and r.labels["statistics"] == "α = 0.8" and r.spec.train.seed == seed]
+            he_bn = [r.spec for r in rows if r.study == "inside" and r.labels["architecture"] == arch
+                     and r.labels["batch_norm"] and r.labels["init"] == "he"
+                     and r.spec.train.seed == seed]
+            assert len(inf) == len(he_bn) == 1 and inf[0] == he_bn[0]
+    # ... and the other alphas are trainings of their own
+    assert sum(r.study == "inference" and r.labels["statistics"] == "α = 0.95" for r in rows) \
+        == len({r.spec for r in rows if r.study == "inference" and r.labels["statistics"] == "α = 0.95"})
 
 
 def test_every_glued_key_of_the_notebook_and_summary_is_computed(chapter):

@@ -134,9 +134,13 @@ def plan(params: Parameters, data) -> list[Planned]:
                               "variant": "BN after ReLU"},
                 NetworkConfig(hidden=tuple(hidden), bn_after_relu=True), full[s])
             for alpha in params.alphas:
+                net = NetworkConfig(hidden=tuple(hidden), alpha=alpha)
+                # the recipe's alpha is the recorded He run with BN of the inside study: the
+                # same training (a recorder changes no number), so it is trained once
+                same = net == init_network(hidden, True, "he", params.sigma)
                 add("inference", {"architecture": arch, "statistics": f"α = {alpha:g}",
                                   "variant": f"alpha {alpha:g}"},
-                    NetworkConfig(hidden=tuple(hidden), alpha=alpha), full[s])
+                    net, full[s], record if same else None)
             add("inference", {"architecture": arch, "statistics": "PreciseBN",
                               "variant": f"PreciseBN {params.precise_bn}"},
                 NetworkConfig(hidden=tuple(hidden)), full[s].replace(precise_bn=params.precise_bn))
