@@ -177,10 +177,11 @@ def _add_extension_options(p: argparse.ArgumentParser) -> None:
 
 def _preset_defaults(name_or_path: str) -> dict:
     """A preset as defaults of ``kbn train``'s options (argument dests)."""
-    from .presets import preset_configs
+    from .presets import preset_configs, preset_n_val
 
     try:
         net, train = preset_configs(name_or_path)
+        n_val = preset_n_val(name_or_path)
     except ValueError as exc:
         raise CommandError(f"--preset {name_or_path}: {exc}") from None
     out = {"hidden": list(net.hidden), "batch_norm": net.batch_norm, "init": net.init,
@@ -188,6 +189,7 @@ def _preset_defaults(name_or_path: str) -> dict:
     for f, v in train.__dict__.items():
         out["cycles" if f == "n_cycles" else f] = v
     out.pop("keep_test_probs", None)
+    out["n_val"] = n_val  # the split the preset trains on (--n-val still overrides it)
     return out
 
 

@@ -87,3 +87,31 @@ def test_a_preset_run_reloads_to_the_same_test_accuracy(tmp_path):
     assert ev.returncode == 0 and re.search(r"test accuracy (\d+\.\d+) %", ev.stdout).group(1) == trained
     flips = kbn("evaluate", tmp_path / "r" / "model.npz", "--flip")
     assert flips.returncode == 0 and "with test-time flips" in flips.stdout
+
+
+def test_a_preset_carries_its_data_split_and_n_val_overrides_it(tmp_path):
+    """mlp-best trains on 49,000 images (1,000 held out); the reference keeps the recipe's
+    5,000; --n-val overrides a preset's; a config file carries its split."""
+    from kbn.presets import preset_n_val
+
+    def n_val(argv):
+        args = build_parser().parse_args(argv)
+        if getattr(args, "preset", None):
+            args = build_parser(_preset_defaults(args.preset)).parse_args(argv)
+        return args.n_val
+
+    assert preset_n_val("mlp-best") == PRESETS["mlp-best"][2]["n_val"] == 1000
+    assert n_val(["train", "--preset", "mlp-best"]) == 1000
+    assert n_val(["train", "--preset", "mlp-best", "--n-val", "300"]) == 300
+    assert n_val(["train", "--preset", "reference"]) == n_val(["train"]) == 5000
+    path = write_config_file(tmp_path / "c.json", NetworkConfig(), TrainConfig(), n_val=2500)
+    assert preset_n_val(str(path)) == 2500 and n_val(["train", "--preset", str(path)]) == 2500
+    # a file without "data" (written before the split was saved) keeps the recipe's
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"network": {}, "train": {}}))
+    assert preset_n_val(str(old)) == 5000
+    for bad, message in (({"n_val": 60000}, "must be an int in"), ({"n_vall": 3}, "unknown data")):
+        f = tmp_path / "bad.json"
+        f.write_text(json.dumps({"network": {}, "train": {}, "data": bad}))
+        with pytest.raises(ValueError, match=message):
+            preset_n_val(str(f))

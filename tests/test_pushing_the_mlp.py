@@ -95,6 +95,8 @@ def test_smoke_run_writes_a_config_file_that_trains_the_best(tmp_path):
     saved = json.loads((tmp_path / "pushing_the_mlp_best.json").read_text())
     net, train = preset_configs(str(tmp_path / "pushing_the_mlp_best.json"))
     assert saved["train"]["optimizer"] == "nesterov" and net.hidden == (48, 24)
+    # the chapter trains on the best preset's split (1,000 held out), and saves it with it
+    assert saved["data"]["n_val"] == 1000 and v["n_val_text"] == "1,000"
     assert out.tables["best_runs"]["test_accuracy"].iloc[0] == pytest.approx(v["best_seed0"])
     assert 0 <= v["ensemble_tta"] <= 100 and "SMOKE RUN" in v["run_note"]
     # warm: everything from the cache, the same numbers

@@ -18,11 +18,12 @@ SMOKE_SUBSET = 2000
 SMOKE_TRAIN = {"n_s": 40, "n_cycles": 1, "evals_per_cycle": 4}
 
 
-def data_spec(data_dir=None, smoke: bool = False) -> DataSpec:
+def data_spec(data_dir=None, smoke: bool = False, n_val: int = 5000) -> DataSpec:
     """The data as a :class:`kbn.runs.DataSpec` (what worker processes load and what cache
-    keys name); ``smoke`` keeps SMOKE_SUBSET images per split."""
+    keys name); ``smoke`` keeps SMOKE_SUBSET images per split; ``n_val`` validation images
+    are held out of the 50,000 (the recipe's 5,000 by default)."""
     return DataSpec(data_dir=None if data_dir is None else str(data_dir),
-                    subset=SMOKE_SUBSET if smoke else None)
+                    subset=SMOKE_SUBSET if smoke else None, n_val=n_val)
 
 
 def train_config(recipe: Mapping[str, Any] | None = None, smoke: bool = False,
