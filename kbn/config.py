@@ -183,8 +183,14 @@ class TrainConfig(_Config):
     # replaces them after training by the population statistics of the final weights over
     # N training batches (the same batch size), which no alpha can make stale
     precise_bn: int = 0
+    # Evaluation-time variants of the same training (chapter 5's inference study): BN's
+    # moving averages also kept with each of these weights alpha, and PreciseBN statistics
+    # of the final weights also computed over this many batches; the validation and test
+    # accuracy with each go to Result.variants. The run's own numbers do not change.
+    also_alphas: tuple[float, ...] = ()
+    also_precise_bn: int = 0
 
-    _OPTIONAL = frozenset(EXTENSIONS) | {"precise_bn"}
+    _OPTIONAL = frozenset(EXTENSIONS) | {"precise_bn", "also_alphas", "also_precise_bn"}
 
     def __post_init__(self):
         name = "TrainConfig"
@@ -205,6 +211,18 @@ class TrainConfig(_Config):
                 or self.precise_bn < 0):
             _fail(name, "precise_bn", self.precise_bn,
                   "must be an int >= 0 (0: moving averages; N: statistics over N batches)")
+        if (not isinstance(self.also_precise_bn, (int, np.integer))
+                or isinstance(self.also_precise_bn, bool) or self.also_precise_bn < 0):
+            _fail(name, "also_precise_bn", self.also_precise_bn,
+                  "must be an int >= 0 (0: none; N: PreciseBN over N batches as a variant)")
+        alphas = self.also_alphas
+        if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__iter__"):
+            _fail(name, "also_alphas", alphas, "give a list of moving-average weights, e.g. [0.9, 0.99]")
+        alphas = tuple(alphas)
+        if not all(isinstance(a, (int, float, np.floating)) and not isinstance(a, bool)
+                   and 0 <= a < 1 for a in alphas) or len(set(alphas)) != len(alphas):
+            _fail(name, "also_alphas", list(alphas), "give distinct weights in [0, 1), e.g. [0.9, 0.99]")
+        object.__setattr__(self, "also_alphas", tuple(float(a) for a in alphas))
         if self.dtype not in ("float32", "float64"):
             _fail(name, "dtype", self.dtype, "must be 'float32' or 'float64'")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:

@@ -75,6 +75,17 @@ class NetworkStack:
         self.var = [None] * (self.n_layers - 1)
         self.alpha = np.array([c.alpha for c in configs], dt)
         self.eps = np.array([c.eps for c in configs], dt)
+        # BN moving averages also kept with other weights (TrainConfig.also_alphas): per
+        # alpha, (K, m_l) per hidden layer like ``mean``/``var``; the trainer folds into them
+        self.also_alphas: tuple[float, ...] = ()
+        self.also_mean: list[list[np.ndarray | None]] = []
+        self.also_var: list[list[np.ndarray | None]] = []
+
+    def keep_also(self, alphas) -> None:
+        """Keep moving averages with each of ``alphas`` too, from the next training batch."""
+        self.also_alphas = tuple(float(a) for a in alphas)
+        self.also_mean = [[None] * (self.n_layers - 1) for _ in self.also_alphas]
+        self.also_var = [[None] * (self.n_layers - 1) for _ in self.also_alphas]
 
     def _vector_layout(self) -> list[tuple[str, int, int]]:
         out = []
@@ -148,7 +159,12 @@ class NetworkStack:
 
     def subset(self, keep: Sequence[int]) -> "NetworkStack":
         """A new stack of the members ``keep`` (in that order), e.g. without diverged ones."""
-        return NetworkStack.from_networks([self.network(k) for k in keep])
+        stack = NetworkStack.from_networks([self.network(k) for k in keep])
+        stack.also_alphas = self.also_alphas
+        stack.also_mean, stack.also_var = (
+            [[None if a is None else a[list(keep)].copy() for a in per_alpha] for per_alpha in lists]
+            for lists in (self.also_mean, self.also_var))
+        return stack
 
     def scale_weights(self, factor: np.ndarray) -> None:
         """W of member k *= factor[k], every layer (one call per layer)."""

@@ -175,29 +175,42 @@ class TrainStep:
             return
         stack = self.stack
         scales = np.array(self.logged_scales)  # (k, K)
-        alpha = stack.alpha.astype(np.float64)[None, :]  # (1, K)
+        # the run's own averages, then those kept with other weights (also_alphas), each
+        # alpha as the stack's dtype holds it, so a kept alpha equals a network trained with it
+        sets = [(stack.mean, stack.var, stack.alpha.astype(np.float64)[None, :])]
+        sets += [(m, v, np.full((1, stack.K), a, stack.dtype).astype(np.float64))
+                 for a, m, v in zip(stack.also_alphas, stack.also_mean, stack.also_var)]
         for L in self.hidden:
-            l, k = L.l, len(scales)
-            mu, var, c = L.mu_log[:k], L.var_log[:k], scales
-            b = stack.b[l]
-            if stack.mean[l] is None:  # the first batch starts the averages
-                stack._start_averages(l)
-                stack.mean[l][...] = c[0][:, None] * mu[0] + b
-                stack.var[l][...] = (c[0] ** 2)[:, None] * var[0]
-                mu, var, c = mu[1:], var[1:], c[1:]
-            k = len(c)
-            # weights[i, j] of batch i for network j: (1 - alpha_j) alpha_j^(k-1-i)
-            weights = (1 - alpha) * alpha ** np.arange(k - 1, -1, -1)[:, None]
-            decay = (alpha ** k)[0]  # (K,)
-            m, v = stack.mean[l], stack.var[l]
-            # per network (1, k) x (k, M) products over contiguous copies, network-major:
-            # BLAS then sums each network's rows as it does for a lone network
-            wc = np.ascontiguousarray((weights * c).T[:, None, :])
-            wcc = np.ascontiguousarray((weights * c * c).T[:, None, :])
-            mu, var = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (mu, var))
-            m[...] = decay[:, None] * m + np.matmul(wc, mu)[:, 0] + (1 - decay)[:, None] * b
-            v[...] = decay[:, None] * v + np.matmul(wcc, var)[:, 0]
+            k = len(scales)
+            for means, variances, alpha in sets:
+                self._fold(L, means, variances, alpha, L.mu_log[:k], L.var_log[:k], scales)
         self.logged_scales.clear()
+
+    def _fold(self, L: _HiddenLayer, means: list, variances: list, alpha: np.ndarray,
+              mu: np.ndarray, var: np.ndarray, c: np.ndarray) -> None:
+        """Fold k logged steps (mu, var: (k, K, M); c: (k, K)) into layer L's averages
+        ``means[l]``, ``variances[l]`` (started by the first batch ever) with weights alpha
+        (1, K)."""
+        stack, l = self.stack, L.l
+        b = stack.b[l]
+        if means[l] is None:  # the first batch starts the averages
+            shape = (stack.K, stack.sizes[l + 1])
+            means[l], variances[l] = np.zeros(shape, stack.dtype), np.zeros(shape, stack.dtype)
+            means[l][...] = c[0][:, None] * mu[0] + b
+            variances[l][...] = (c[0] ** 2)[:, None] * var[0]
+            mu, var, c = mu[1:], var[1:], c[1:]
+        k = len(c)
+        # weights[i, j] of batch i for network j: (1 - alpha_j) alpha_j^(k-1-i)
+        weights = (1 - alpha) * alpha ** np.arange(k - 1, -1, -1)[:, None]
+        decay = (alpha ** k)[0]  # (K,)
+        m, v = means[l], variances[l]
+        # per network (1, k) x (k, M) products over contiguous copies, network-major:
+        # BLAS then sums each network's rows as it does for a lone network
+        wc = np.ascontiguousarray((weights * c).T[:, None, :])
+        wcc = np.ascontiguousarray((weights * c * c).T[:, None, :])
+        mu, var = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (mu, var))
+        m[...] = decay[:, None] * m + np.matmul(wc, mu)[:, 0] + (1 - decay)[:, None] * b
+        v[...] = decay[:, None] * v + np.matmul(wcc, var)[:, 0]
 
     # ---------------------------------------------------------------- forward
     def _affine(self, L: _HiddenLayer, x: np.ndarray) -> np.ndarray:

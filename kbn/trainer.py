@@ -47,6 +47,9 @@ class Result:
     test_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
     # what a kbn.recorder.Recorder saw during training (None: no recorder); JSON lists
     recording: dict[str, Any] | None = field(default=None, repr=False)
+    # evaluation-time variants (TrainConfig.also_alphas, also_precise_bn): name ->
+    # {"val_accuracy", "test_accuracy"}, e.g. "alpha=0.9", "precise_bn=200" (None: none)
+    variants: dict[str, dict[str, float]] | None = field(default=None, repr=False)
 
     @property
     def diverged(self) -> bool:
@@ -66,6 +69,7 @@ class Result:
             "stack_size": self.stack_size,
             **({} if self.test_probs is None else {"test_probs": _encode_probs(self.test_probs)}),
             **({} if self.recording is None else {"recording": self.recording}),
+            **({} if self.variants is None else {"variants": self.variants}),
         }
 
     @classmethod
@@ -82,6 +86,7 @@ class Result:
             stack_size=d.get("stack_size", 1),
             test_probs=None if d.get("test_probs") is None else _decode_probs(d["test_probs"]),
             recording=d.get("recording"),
+            variants=d.get("variants"),
         )
 
 
@@ -195,15 +200,29 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
     bar = _progress_bar(progress, cfg.n_steps, desc)
 
     precise_val: dict[int, float] = {}
+    wants_variants = bool(cfg.also_alphas or cfg.also_precise_bn)
+    variants = {} if wants_variants else None  # member -> its variants (none if diverged)
+    if wants_variants and not net_cfgs[0].batch_norm:
+        raise ValueError("also_alphas / also_precise_bn are variants of BN's statistics: "
+                         "the network has no BN (NetworkConfig.batch_norm=False)")
+    stack = NetworkStack.from_networks(networks)
+    if cfg.also_alphas:
+        if stack.bn_after_relu:
+            raise ValueError("also_alphas is not implemented for BN after ReLU: train each "
+                             "alpha as its own network (NetworkConfig.alpha)")
+        stack.keep_also(cfg.also_alphas)
     # A diverging run overflows before its cost turns non-finite; that is detected and
     # recorded below, so numpy's overflow warnings would only repeat it as noise.
     with np.errstate(over="ignore", invalid="ignore"):
-        stack, alive = _train(NetworkStack.from_networks(networks), members, cfg, X, y, Xv, yv,
+        stack, alive = _train(stack, members, cfg, X, y, Xv, yv,
                               shuffle_rng, bar, t0, aug_rng, drop_rng)
         if alive:
             lams = np.array([members[i].train_config.lam for i in alive])
+            Xt = np.asarray(data.test.X, dtype=dtype)
+            if wants_variants:
+                variants = _variants(stack, members, alive, cfg, X, Xv, yv, Xt, data.test.y, lams)
             precise_val = _precise_bn(stack, members, alive, cfg, X, Xv, yv, lams)
-            test = stack.evaluate(np.asarray(data.test.X, dtype=dtype), data.test.y, lams)
+            test = stack.evaluate(Xt, data.test.y, lams)
             for k, i in enumerate(alive):
                 members[i].network = stack.network(k)
                 members[i].test_accuracy = float(test["accuracy"][k])
@@ -223,8 +242,39 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
                    precise_val.get(i, m.history["val_accuracy"][-1]),
                    m.wall_time / K, m.diverged_at, m.network, stack_size=K,
                    test_probs=m.test_probs,
-                   recording=None if m.recorder is None else m.recorder.data)
+                   recording=None if m.recorder is None else m.recorder.data,
+                   variants=None if variants is None else variants.get(i, {}))
             for i, m in enumerate(members)]
+
+
+def _variants(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv, Xt, yt,
+              lams) -> dict[int, dict[str, dict[str, float]]]:
+    """{member: {variant: {"val_accuracy", "test_accuracy"}}} of the final weights with
+    other BN statistics: the moving averages kept with each of ``cfg.also_alphas``, and
+    PreciseBN over ``cfg.also_precise_bn`` batches (as ``precise_bn`` would compute them).
+    The stack's own averages are put back afterwards."""
+    sets = [(f"alpha={a:g}", m, v)
+            for a, m, v in zip(stack.also_alphas, stack.also_mean, stack.also_var)]
+    if cfg.also_precise_bn:
+        pm, pv = [m.copy() for m in stack.mean], [v.copy() for v in stack.var]
+        for k, i in enumerate(alive):
+            stats = population_statistics(stack.network(k), X, cfg.also_precise_bn, cfg.n_batch,
+                                          batches_rng(members[i].train_config.seed))
+            for l in range(stack.n_layers - 1):
+                pm[l][k], pv[l][k] = stats[f"mean{l + 1}"], stats[f"var{l + 1}"]
+        sets.append((f"precise_bn={cfg.also_precise_bn}", pm, pv))
+    own = stack.mean, stack.var
+    out: dict[int, dict[str, dict[str, float]]] = {i: {} for i in alive}
+    try:
+        for name, means, variances in sets:
+            stack.mean, stack.var = means, variances
+            val = stack.evaluate(Xv, yv, lams)["accuracy"]
+            test = stack.evaluate(Xt, yt, lams)["accuracy"]
+            for k, i in enumerate(alive):
+                out[i][name] = {"val_accuracy": float(val[k]), "test_accuracy": float(test[k])}
+    finally:
+        stack.mean, stack.var = own
+    return out
 
 
 def _precise_bn(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv,

@@ -24,6 +24,14 @@ SMALL = dict(smoke=True, seeds=[0, 1], architectures={"2-layer": [8], "4-layer":
              probe=50, progress=False, executor="serial")
 
 
+_RESULTS: dict = {}
+
+
+def chapter_results(rows):
+    """The trained Result of each row (its training's own numbers)."""
+    return [_RESULTS[r.spec] for r in rows]
+
+
 @pytest.fixture(scope="module")
 def chapter(tmp_path_factory):
     """The chapter's plan trained on the tiny data, and its analysis."""
@@ -32,8 +40,8 @@ def chapter(tmp_path_factory):
     rows = ch.plan(params, spec)
     trainings = Trainings(spec, "serial", None, progress=False)
     unique = list(dict.fromkeys(r.spec for r in rows))
-    results = dict(zip(unique, trainings.run(unique)))
-    analysis = ch.analyse(params, rows, [results[r.spec] for r in rows], 400)
+    _RESULTS.update(zip(unique, trainings.run(unique)))
+    analysis = ch.analyse(params, rows, chapter_results(rows), 400)
     return params, rows, analysis
 
 
@@ -43,32 +51,51 @@ def test_the_plan_shares_stacks_where_only_per_network_fields_differ(chapter):
     studies = {r.study for r in rows}
     assert studies == {"inside", "placement", "inference", "learning rate", "batch size"}
     stacks = plan_stacks([(s.network, s.train) for s in specs])
-    # the deep BN runs of one seed: 3 recorded inits + 2 alphas + PreciseBN in one stack
+    # the deep BN runs of one seed (the recorded inits) in one stack
     deep_bn_seed0 = [i for i, s in enumerate(specs) if s.network.hidden == (8, 6, 4)
                      and s.network.batch_norm and not s.network.bn_after_relu
                      and s.train.seed == 0 and s.train.n_steps == specs[0].train.n_steps
                      and s.train.evals_per_cycle == specs[0].train.evals_per_cycle
-                     and s.train.n_batch == 100 and s.train.eta_max == 0.1]
+                     and s.train.n_batch == 100 and s.train.also_alphas]
     assert any(set(deep_bn_seed0) <= set(st) for st in stacks)
-    assert len(deep_bn_seed0) >= 5
+    assert len(deep_bn_seed0) == len(ch.BN_INITS)
     # recorded: the inside study and the BN runs of the batch-size study
     assert all(r.spec.record is not None for r in rows if r.study == "inside")
     batch = [r for r in rows if r.study == "batch size"]
     assert all((r.spec.record is not None) == r.labels["batch_norm"] for r in batch)
     # equal epochs: steps x batch size is constant
     assert len({r.spec.train.n_steps * r.spec.train.n_batch for r in batch}) == 1
-    # the recipe's alpha (0.8) at inference is the recorded He run with BN: trained once
+    # study 6 trains nothing of its own: every alpha and PreciseBN row is the recorded He
+    # run with BN (which keeps the other alphas' averages and computes PreciseBN)
     for arch, hidden in params.architectures.items():
         for seed in params.seeds:
-            inf = [r.spec for r in rows if r.study == "inference" and r.labels["architecture"] == arch
-                   and r.labels["statistics"] == "α = 0.8" and r.spec.train.seed == seed]
+            inf = [r for r in rows if r.study == "inference" and r.labels["architecture"] == arch
+                   and r.spec.train.seed == seed]
             he_bn = [r.spec for r in rows if r.study == "inside" and r.labels["architecture"] == arch
                      and r.labels["batch_norm"] and r.labels["init"] == "he"
                      and r.spec.train.seed == seed]
-            assert len(inf) == len(he_bn) == 1 and inf[0] == he_bn[0]
-    # ... and the other alphas are trainings of their own
-    assert sum(r.study == "inference" and r.labels["statistics"] == "α = 0.95" for r in rows) \
-        == len({r.spec for r in rows if r.study == "inference" and r.labels["statistics"] == "α = 0.95"})
+            assert len(he_bn) == 1 and len(inf) == len(params.alphas) + 1
+            assert all(r.spec == he_bn[0] for r in inf)
+            assert [r.variant for r in inf] == [None, "alpha=0.95", "precise_bn=5"]
+            assert he_bn[0].train.also_alphas == (0.95,) and he_bn[0].train.also_precise_bn == 5
+
+
+def test_the_inference_rows_read_their_variants(chapter):
+    """A variant row's numbers are its variant's, the recipe's alpha row the run's own; a
+    row whose variant is missing (a mutation of the plan) is refused, not read as the own."""
+    params, rows, _ = chapter
+    import dataclasses as dc
+
+    spec = next(r.spec for r in rows if r.variant == "alpha=0.95")
+    res = next(res for r, res in zip(rows, chapter_results(rows)) if r.spec == spec)
+    got = ch.row_results([r for r in rows if r.spec == spec and r.study == "inference"],
+                         [res] * (len(params.alphas) + 1))
+    assert got[0].test_accuracy == res.test_accuracy
+    assert got[1].test_accuracy == res.variants["alpha=0.95"]["test_accuracy"]
+    assert got[2].val_accuracy == res.variants["precise_bn=5"]["val_accuracy"]
+    with pytest.raises(ValueError, match="has no variant 'alpha=0.95'"):
+        ch.row_results([next(r for r in rows if r.variant == "alpha=0.95")],
+                       [dc.replace(res, variants={})])
 
 
 def test_every_glued_key_of_the_notebook_and_summary_is_computed(chapter):

@@ -9,16 +9,18 @@ Six studies of the 3- and 9-layer networks, with and without BN, over seeds:
 4. learning-rate tolerance: test accuracy against eta_max (one cycle);
 5. BN before against after ReLU (the full recipe);
 6. statistics at inference: alpha 0.8 / 0.9 / 0.99 against PreciseBN (the same trained
-   weights: alpha and PreciseBN change no update), the train/eval-mode gap, and the batch
-   size at an equal number of epochs (one cycle).
+   weights: alpha and PreciseBN change no update, so they are variants of the recorded He
+   runs with BN, TrainConfig.also_alphas / also_precise_bn, not trainings of their own),
+   the train/eval-mode gap, and the batch size at an equal number of epochs (one cycle).
 
 Every training goes through one :meth:`kbn.experiments.trainings.Trainings.run` call, so
-the trainings that share a seed and an architecture (the inits, alphas, PreciseBN, the
+the trainings that share a seed and an architecture (the inits, the
 eta_max grid) train side by side in stacks. Entry point: ``run(Parameters(...))``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -96,6 +98,7 @@ class Planned:
     study: str
     labels: Mapping[str, Any]
     spec: TrialSpec
+    variant: str | None = None  # a Result.variants key: the row's numbers are that variant's
 
 
 def init_network(hidden: Sequence[int], batch_norm: bool, init: str, sigma: float,
@@ -116,34 +119,41 @@ def plan(params: Parameters, data) -> list[Planned]:
     deepest = max(archs, key=lambda a: len(archs[a]))
     rows: list[Planned] = []
 
-    def add(study, labels, net, train, rec=None):
+    def add(study, labels, net, train, rec=None, variant=None):
         rows.append(Planned(study, labels, TrialSpec(
             net, train, data, label=f"{study}: {net.describe()} {labels.get('variant', '')} "
-                                    f"seed {train.seed}", record=rec)))
+                                    f"seed {train.seed}", record=rec), variant))
 
     full = {s: params.train_config(lam=params.lam, seed=int(s)) for s in seeds}
+    # Study 6 needs no training of its own: alpha and PreciseBN change no update, so the
+    # recorded BN runs keep their moving averages with the other alphas too and compute
+    # PreciseBN at the end (TrainConfig.also_alphas / also_precise_bn, Result.variants)
+    own_alpha = NetworkConfig().alpha
+    variants = {"also_alphas": tuple(float(a) for a in params.alphas if a != own_alpha),
+                "also_precise_bn": params.precise_bn}
+    bn_full = {s: full[s].replace(**variants) for s in seeds}
     for arch, hidden in archs.items():
         for bn in (False, True):
             for init in inits_of(arch == deepest, bn):
                 for s in seeds:  # studies 1-3 (and the "before ReLU" arm of study 5)
                     add("inside", {"architecture": arch, "batch_norm": bn, "init": init,
                                    "variant": init_label(init, params.sigma)},
-                        init_network(hidden, bn, init, params.sigma), full[s], record)
+                        init_network(hidden, bn, init, params.sigma),
+                        bn_full[s] if bn else full[s], record)
         for s in seeds:
+            # only its final test accuracy is compared: 2 evaluation points per cycle
             add("placement", {"architecture": arch, "placement": "after ReLU",
                               "variant": "BN after ReLU"},
-                NetworkConfig(hidden=tuple(hidden), bn_after_relu=True), full[s])
+                NetworkConfig(hidden=tuple(hidden), bn_after_relu=True),
+                full[s].replace(evals_per_cycle=SHORT_EVALS))
+            he_bn = init_network(hidden, True, "he", params.sigma)  # the recorded He run
             for alpha in params.alphas:
-                net = NetworkConfig(hidden=tuple(hidden), alpha=alpha)
-                # the recipe's alpha is the recorded He run with BN of the inside study: the
-                # same training (a recorder changes no number), so it is trained once
-                same = net == init_network(hidden, True, "he", params.sigma)
                 add("inference", {"architecture": arch, "statistics": f"α = {alpha:g}",
                                   "variant": f"alpha {alpha:g}"},
-                    net, full[s], record if same else None)
+                    he_bn, bn_full[s], record, None if alpha == own_alpha else f"alpha={alpha:g}")
             add("inference", {"architecture": arch, "statistics": "PreciseBN",
                               "variant": f"PreciseBN {params.precise_bn}"},
-                NetworkConfig(hidden=tuple(hidden)), full[s].replace(precise_bn=params.precise_bn))
+                he_bn, bn_full[s], record, f"precise_bn={params.precise_bn}")
         for bn in (False, True):
             for eta in params.eta_max_grid:
                 for s in seeds:
@@ -194,10 +204,10 @@ def run(params: Parameters) -> ChapterOutput:
     for r in rows:
         unique.setdefault(r.spec, len(unique))
     results = trainings.run(list(unique), desc="how BN helps")
+    out_results = row_results(rows, [results[unique[r.spec]] for r in rows])
     runs = pd.DataFrame([{"study": r.study, **r.labels, **result_row(r.spec.train, res),
                           "n_batch": r.spec.train.n_batch}
-                         for r in rows for res in [results[unique[r.spec]]]])
-    out_results = [results[unique[r.spec]] for r in rows]
+                         for r, res in zip(rows, out_results)])
     analysis = analyse(params, rows, out_results, len(data.train.y))
     seeds = sorted({r.spec.train.seed for r in rows})
     analysis["values"]["run_note"] = run_note(
@@ -212,6 +222,23 @@ def run(params: Parameters) -> ChapterOutput:
                         {"data": recipe.data_summary(data), "seeds": seeds, "runs": runs},
                         trainings, clock())
     out.save()
+    return out
+
+
+def row_results(rows: Sequence[Planned], results: Sequence[Result]) -> list[Result]:
+    """Each row's Result: the training's own, or (a row with a ``variant``) the same with
+    that variant's validation and test accuracy (NaN where the run diverged: no variants)."""
+    out = []
+    for r, res in zip(rows, results):
+        if r.variant is not None:
+            v = (res.variants or {}).get(r.variant)
+            if v is None and not res.diverged:
+                raise ValueError(f"{r.spec.label}: the training has no variant {r.variant!r} "
+                                 f"(it has {sorted(res.variants or {})})")
+            nan = float("nan")
+            res = dataclasses.replace(res, test_accuracy=v["test_accuracy"] if v else nan,
+                                      val_accuracy=v["val_accuracy"] if v else nan)
+        out.append(res)
     return out
 
 
@@ -274,6 +301,7 @@ def analyse(params: Parameters, rows: Sequence[Planned], results: Sequence[Resul
     """Tables, figures and glued values of the six studies from the chapter's runs."""
     archs = dict(params.architectures)
     deepest = max(archs, key=lambda a: len(archs[a]))
+    results = row_results(rows, results)
     by = _index(rows, results)
     values: dict[str, Any] = {"deep_arch": deepest, "sigma": params.sigma,
                               "probe": params.probe, "precise_bn_batches": params.precise_bn,
