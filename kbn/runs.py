@@ -370,7 +370,7 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
 
     t0 = time.perf_counter()
     if members:
-        from .stacking import plan_stacks
+        from .stacking import plan_stacks, stack_cost
 
         owned = not isinstance(executor, Executor)
         trials = [specs[m[0]] for m in members]
@@ -386,6 +386,8 @@ def run_trials(specs: Iterable[TrialSpec], executor=None, cache=None, progress: 
                 stacks += [[js[i] for i in members_] for members_ in plan]
             else:
                 stacks += [[j] for j in js]
+        # costliest first (longest-processing-time order): the pool's last tasks are short
+        stacks.sort(key=lambda st: -stack_cost(trials[st[0]].network, trials[st[0]].train, len(st)))
         ex = get_executor(executor, n_trials=len(stacks))
         try:
             run_specs = trials

@@ -81,10 +81,12 @@ def max_stack_size(network: NetworkConfig) -> int:
 def plan_stacks(pairs: Sequence[tuple[NetworkConfig, TrainConfig]], slots: int = 1) -> list[list[int]]:
     """Indices of ``pairs`` grouped into stacks, in the order of their first member.
 
-    Stackable trainings are grouped, and a group is cut into as many equal stacks as it
-    takes to respect :func:`max_stack_size` and to give each of ``slots`` workers one
-    (a group of 8 on 2 workers: two stacks of 4). A network gets the same numbers in any
-    stack, so the plan changes the speed, never the results.
+    Stackable trainings are grouped, and a group is cut into as few equal stacks as
+    :func:`max_stack_size` allows. Only when that leaves fewer stacks than the ``slots``
+    workers are the largest stacks halved until each worker has one (a lone group of 8 on 2
+    workers: two stacks of 4); a wider stack costs less per network, so stacks are not cut
+    just to have more of them. A network gets the same numbers in any stack, so the plan
+    changes the speed, never the results.
     """
     groups: dict[tuple, list[int]] = {}
     stacks = []
@@ -93,9 +95,25 @@ def plan_stacks(pairs: Sequence[tuple[NetworkConfig, TrainConfig]], slots: int =
             stacks.append([i])
         else:
             groups.setdefault(stack_key(net, train), []).append(i)
+    sized = []
     for members in groups.values():
         size = max_stack_size(pairs[members[0]][0])
-        n_stacks = max(-(-len(members) // size), min(slots, len(members)))
+        n_stacks = -(-len(members) // size)
         per = -(-len(members) // n_stacks)
-        stacks += [members[j:j + per] for j in range(0, len(members), per)]
-    return sorted(stacks, key=lambda s: s[0])
+        sized += [members[j:j + per] for j in range(0, len(members), per)]
+    while len(stacks) + len(sized) < slots:  # a worker would idle: halve the largest
+        big = max(range(len(sized)), key=lambda j: len(sized[j]), default=None)
+        if big is None or len(sized[big]) < 2:
+            break
+        half = -(-len(sized[big]) // 2)
+        sized[big:big + 1] = [sized[big][:half], sized[big][half:]]
+    return sorted(stacks + sized, key=lambda s: s[0])
+
+
+def stack_cost(network: NetworkConfig, train: TrainConfig, k: int) -> float:
+    """A rough relative cost of training a stack of ``k`` such networks: the multiply-adds
+    of its steps plus a fixed cost per layer and step (the small calls a stack shares).
+    Used to start the costliest stacks first, so the last to finish are short."""
+    widths = (3072, *network.hidden, 10)
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return train.n_steps * (3.0 * k * train.n_batch * weights + 2e5 * len(widths))

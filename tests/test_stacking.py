@@ -179,6 +179,13 @@ def test_plan_groups_stackable_trials_and_shares_them_out():
     size = max_stack_size(net)
     assert 1 < size < 25 and all(len(s) <= size for s in plan_stacks(many, slots=1))
     assert sorted(i for s in plan_stacks(many, slots=2) for i in s) == list(range(25))
+    # stacks are cut for the workers only when there are fewer than workers: two pairs on
+    # two workers stay pairs (a wider stack costs less per network), a lone pair is cut
+    pairs = [lams[0], lams[1], (net, BASE.replace(seed=1)), (net, BASE.replace(seed=1, lam=0.5))]
+    assert plan_stacks(pairs, slots=2) == [[0, 1], [2, 3]]
+    assert plan_stacks(pairs[:2], slots=2) == [[0], [1]]
+    assert plan_stacks(pairs[:3], slots=4) == [[0], [1], [2]]  # halved while one is > 1
+    assert plan_stacks(lams[:3], slots=2) == [[0, 1], [2]]
     wide = NetworkConfig(hidden=(2048, 512))
     assert max_stack_size(wide) == 1
     assert stack_key(net, BASE) == stack_key(net.replace(alpha=0.5), BASE.replace(lam=1.0))
@@ -186,8 +193,8 @@ def test_plan_groups_stackable_trials_and_shares_them_out():
 
 def test_run_trials_trains_a_group_as_stacks_with_each_result_cached_alone(tmp_path, monkeypatch):
     data = tiny_data_spec(tmp_path / "tiny")
-    specs = [TrialSpec(NET, TRAIN.replace(lam=lam), data) for lam in (1e-4, 1e-3, 1e-2, 1e-1)]
-    specs.append(TrialSpec(NET, TRAIN.replace(seed=5), data))  # another stream: alone
+    specs = [TrialSpec(NET, TRAIN.replace(seed=5), data)]  # another stream: alone
+    specs += [TrialSpec(NET, TRAIN.replace(lam=lam), data) for lam in (1e-4, 1e-3, 1e-2, 1e-1)]
     stacks = []
     real = kbn.runs.fit_stack
 
@@ -197,7 +204,8 @@ def test_run_trials_trains_a_group_as_stacks_with_each_result_cached_alone(tmp_p
 
     monkeypatch.setattr(kbn.runs, "fit_stack", recording)
     out = run_trials(specs, executor="serial", cache=tmp_path / "cache", progress=False)
-    assert sorted(map(sorted, stacks)) == [[1e-4, 1e-3, 1e-2, 1e-1], [TRAIN.lam]]
+    # the costliest stack first, though the lone training was listed first
+    assert stacks == [[1e-4, 1e-3, 1e-2, 1e-1], [TRAIN.lam]]
     assert len(list((tmp_path / "cache").glob("*.json"))) == 5
     for spec, result in zip(specs, out):  # each equals its own training alone
         assert results_equal(result, fit(spec.network, spec.train, data.load()))
