@@ -132,3 +132,21 @@ def test_the_saved_best_configuration_retrains_and_reloads_to_the_chapters_numbe
     ev = kbn("evaluate", tmp_path / "run" / "model.npz")
     assert ev.returncode == 0, ev.stderr
     assert re.search(r"test accuracy (\d+\.\d+) %", ev.stdout).group(1) == expected
+
+
+def test_the_small_scale_caveat_names_exactly_the_used_tricks_that_cost_accuracy():
+    """A trick the best uses whose small-scale interval lies below zero is named; one whose
+    interval reaches zero, one that helps, and one the best does not use are not."""
+    _, best = preset_configs("mlp-best")
+    raw = pd.DataFrame([
+        {"small best_gain": -3.5, "small best_half_width": 0.5},   # shift: used, hurts
+        {"small best_gain": -0.1, "small best_half_width": 0.4},   # flip: used, within noise
+        {"small best_gain": 4.0, "small best_half_width": 1.5},    # momentum: used, helps
+        {"small best_gain": -1.2, "small best_half_width": 0.3},   # dropout: not used
+    ])
+    text = ch.small_scale_caveat(raw, best, ["shift", "flip", "momentum", "dropout"], 8, 73.47)
+    assert "random translations by up to 4 pixels (-3.50 ± 0.50 points)" in text
+    assert "flips" not in text and "momentum" not in text and "dropout" not in text
+    assert "8 epochs" in text and "73 epochs" in text
+    calm = ch.small_scale_caveat(raw.iloc[1:3], best, ["flip", "momentum"], 8, 73.47)
+    assert calm.startswith("no trick that the best configuration uses costs accuracy")
