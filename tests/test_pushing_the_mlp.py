@@ -150,3 +150,24 @@ def test_the_small_scale_caveat_names_exactly_the_used_tricks_that_cost_accuracy
     assert "8 epochs" in text and "73 epochs" in text
     calm = ch.small_scale_caveat(raw.iloc[1:3], best, ["flip", "momentum"], 8, 73.47)
     assert calm.startswith("no trick that the best configuration uses costs accuracy")
+
+
+def test_ensembles_by_members_and_their_sentence():
+    """m-member ensembles are averaged over every choice of m networks (with flips); the
+    sentence says how far the full ensemble is from the goal and what each member added."""
+    y = np.array([0, 1, 1, 0])
+    right = np.zeros((2, 4, 2), np.float32)
+    right[:, np.arange(4), y] = 1.0  # always right
+    wrong = 1.0 - right  # always wrong
+    half = right.copy()
+    half[:, :2] = wrong[:, :2]  # right on half of the images
+    got = ch.ensemble_by_members([right, wrong, half], y)
+    # singles: 100, 0, 50; pairs: right+wrong ties (argmax picks class 0: 2 of 4), ...
+    assert got[0] == pytest.approx(50.0)
+    assert len(got) == 3 and got[2] == pytest.approx(
+        100 * ch.ensemble.ensemble_accuracy([right, wrong, half], y, flip=True))
+    text = ch.ensemble_sentence([67.7, 68.6, 69.1], 70.0, 9.3)
+    assert "0.90 points short of the 70 % goal" in text and "+0.90, +0.50" in text
+    assert "9.3 min" in text
+    assert ch.ensemble_sentence([69.0, 70.5], 70.0, 9.0).startswith(
+        "the ensemble of the 2 seeds with test-time flips reaches 70.50 %, meeting the 70 % goal")

@@ -231,6 +231,33 @@ def small_scale_caveat(raw: pd.DataFrame, best_train: TrainConfig, tricks: Seque
             f"full run per seed)")
 
 
+def ensemble_by_members(tables: Sequence[np.ndarray], y: np.ndarray) -> list[float]:
+    """Test accuracy (%) with test-time flips of ensembles of m = 1 .. n of the networks,
+    each the mean over every choice of m of them: what one more member buys."""
+    from itertools import combinations
+
+    n = len(tables)
+    return [float(np.mean([100 * ensemble.ensemble_accuracy([tables[i] for i in c], y, flip=True)
+                           for c in combinations(range(n), m)])) for m in range(1, n + 1)]
+
+
+def ensemble_sentence(by_members: Sequence[float], goal: float, minutes: float) -> str:
+    """Where the ensemble with test-time flips ends, against the goal, and what each added
+    member gave (so a reader sees what more members might buy, at ``minutes`` each)."""
+    n, last = len(by_members), by_members[-1]
+    steps = ", ".join(f"{m} network{'s' if m > 1 else ''}: {a:.2f} %"
+                      for m, a in enumerate(by_members, start=1))
+    verdict = "meeting the" if last >= goal else f"{goal - last:.2f} points short of the"
+    text = (f"the ensemble of the {n} seeds with test-time flips reaches {last:.2f} %, "
+            f"{verdict} {goal:.0f} % goal (with flips, mean over every choice of members: {steps})")
+    if n >= 2 and last < goal:
+        gains = ", ".join(f"{b - a:+.2f}" for a, b in zip(by_members, by_members[1:]))
+        text += (f"; the members added {gains} points in turn, each costing one more run of "
+                 f"about {minutes:.1f} min, so closing the gap with members alone would take "
+                 "several more runs if the gains keep shrinking")
+    return text
+
+
 def pareto_front(times: Sequence[float], accs: Sequence[float]) -> np.ndarray:
     """Indices of the points no other point beats in both (less time, more accuracy),
     ordered by time."""
@@ -322,6 +349,7 @@ def run(params: Parameters) -> ChapterOutput:
     ens = 100 * ensemble.ensemble_accuracy(tables_p, y)
     ens_tta = 100 * ensemble.ensemble_accuracy(tables_p, y, flip=True)
     tta = paired_gain(single_tta, single)
+    by_members = ensemble_by_members(tables_p, y)
     walls = np.array([r.wall_time for r in best_results])
 
     # accuracy vs time: every run, plus the evaluation tricks on the best runs
@@ -382,9 +410,7 @@ def run(params: Parameters) -> ChapterOutput:
         "tta_gain_text": format_gain(tta),
         "ensemble": float(ens), "ensemble_tta": float(ens_tta),
         "goal_single": goal_sentence(mean, half, n, walls.max() / 60, 67.0, 10.0),
-        "goal_ensemble": (f"the ensemble of the {n} seeds with test-time flips reaches "
-                          f"{ens_tta:.2f} %, " + ("meeting" if ens_tta >= 70 else "short of")
-                          + " the 70 % goal"),
+        "goal_ensemble": ensemble_sentence(by_members, 70.0, float(walls.mean() / 60)),
         "ablation_minutes": float(runs_a["wall_time"].mean() / 60),
         "ablation_caveat": small_scale_caveat(
             ablation_raw, best_train, params.tricks, 1 if params.smoke else params.ablation_epochs,
