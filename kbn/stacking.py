@@ -82,10 +82,10 @@ def plan_stacks(pairs: Sequence[tuple[NetworkConfig, TrainConfig]], slots: int =
     """Indices of ``pairs`` grouped into stacks, in the order of their first member.
 
     Stackable trainings are grouped, and a group is cut into as few equal stacks as
-    :func:`max_stack_size` allows. Only when that leaves fewer stacks than the ``slots``
-    workers are the largest stacks halved until each worker has one (a lone group of 8 on 2
-    workers: two stacks of 4); a wider stack costs less per network, so stacks are not cut
-    just to have more of them. A network gets the same numbers in any stack, so the plan
+    :func:`max_stack_size` allows. Only while that leaves fewer stacks than the ``slots``
+    workers is the group with the widest stacks cut into one more (a lone group of 8 on 2
+    workers: two stacks of 4; of 6 on 3: three of 2); a wider stack costs less per network,
+    so stacks are not cut just to have more of them. A network gets the same numbers in any stack, so the plan
     changes the speed, never the results.
     """
     groups: dict[tuple, list[int]] = {}
@@ -95,18 +95,19 @@ def plan_stacks(pairs: Sequence[tuple[NetworkConfig, TrainConfig]], slots: int =
             stacks.append([i])
         else:
             groups.setdefault(stack_key(net, train), []).append(i)
+    members_of = list(groups.values())
+    # each group in as few equal stacks as the size cap allows ...
+    cuts = [-(-len(m) // max_stack_size(pairs[m[0]][0])) for m in members_of]
+    # ... and, while a worker would idle, one more cut of the group with the widest stacks
+    while len(stacks) + sum(cuts) < slots:
+        widest = max(range(len(cuts)), key=lambda g: -(-len(members_of[g]) // cuts[g]), default=None)
+        if widest is None or cuts[widest] >= len(members_of[widest]):
+            break
+        cuts[widest] += 1
     sized = []
-    for members in groups.values():
-        size = max_stack_size(pairs[members[0]][0])
-        n_stacks = -(-len(members) // size)
+    for members, n_stacks in zip(members_of, cuts):
         per = -(-len(members) // n_stacks)
         sized += [members[j:j + per] for j in range(0, len(members), per)]
-    while len(stacks) + len(sized) < slots:  # a worker would idle: halve the largest
-        big = max(range(len(sized)), key=lambda j: len(sized[j]), default=None)
-        if big is None or len(sized[big]) < 2:
-            break
-        half = -(-len(sized[big]) // 2)
-        sized[big:big + 1] = [sized[big][:half], sized[big][half:]]
     return sorted(stacks + sized, key=lambda s: s[0])
 
 

@@ -186,6 +186,9 @@ def test_plan_groups_stackable_trials_and_shares_them_out():
     assert plan_stacks(pairs[:2], slots=2) == [[0], [1]]
     assert plan_stacks(pairs[:3], slots=4) == [[0], [1], [2]]  # halved while one is > 1
     assert plan_stacks(lams[:3], slots=2) == [[0, 1], [2]]
+    assert plan_stacks(lams[:6], slots=3) == [[0, 1], [2, 3], [4, 5]]  # equal parts
+    two_groups = lams + [(net, BASE.replace(seed=1, lam=10.0 ** -i)) for i in range(8)]
+    assert [len(s) for s in plan_stacks(two_groups, slots=4)] == [4, 4, 4, 4]
     wide = NetworkConfig(hidden=(2048, 512))
     assert max_stack_size(wide) == 1
     assert stack_key(net, BASE) == stack_key(net.replace(alpha=0.5), BASE.replace(lam=1.0))
