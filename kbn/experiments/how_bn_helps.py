@@ -309,7 +309,12 @@ def analyse(params: Parameters, rows: Sequence[Planned], results: Sequence[Resul
                               "short_epochs": 2 * params.short_n_s * params.short_cycles
                               * params.n_batch / n_train,
                               "usable_points": USABLE_POINTS,
-                              "eta_top": max(params.eta_max_grid)}
+                              "eta_top": max(params.eta_max_grid),
+                              "eta_bottom": min(params.eta_max_grid),
+                              "recipe_epochs": 2 * params.n_s * params.n_cycles
+                              * params.n_batch / n_train,
+                              "n_batch": params.n_batch, "batch_eta_max": params.eta_max,
+                              "mode_gap_images": f"{RecorderConfig().val_images:,}"}
     tables: dict[str, pd.DataFrame] = {}
     figures: dict[str, Any] = {}
     epochs_per_step = params.n_batch / n_train
