@@ -76,31 +76,10 @@ class AfterReluTrainStep(TrainStep):
         np.matmul(self.ones, ds, out=L.db)
         return ds
 
-    def flush_averages(self) -> None:
-        """Fold the logged batch statistics of the ReLU outputs into the moving averages:
-        the first batch ever starts them, then mu_av <- alpha mu_av + (1 - alpha) mu_i per
-        batch, i.e. over k batches alpha^k mu_av + sum_i (1 - alpha) alpha^(k-1-i) mu_i."""
-        if not self.logged_scales:
-            return
-        stack, n_logged = self.stack, len(self.logged_scales)
-        alpha = stack.alpha.astype(np.float64)[None, :]  # (1, K)
-        for L in self.hidden:
-            l = L.l
-            mu, var = L.mu_log[:n_logged], L.var_log[:n_logged]
-            if stack.mean[l] is None:
-                stack._start_averages(l)
-                stack.mean[l][...] = mu[0]
-                stack.var[l][...] = var[0]
-                mu, var = mu[1:], var[1:]
-            k = len(mu)
-            weights = (1 - alpha) * alpha ** np.arange(k - 1, -1, -1)[:, None]  # (k, K)
-            decay = (alpha ** k)[0]
-            w = np.ascontiguousarray(weights.T[:, None, :])  # (K, 1, k)
-            mu, var = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (mu, var))
-            m, v = stack.mean[l], stack.var[l]
-            m[...] = decay[:, None] * m + np.matmul(w, mu)[:, 0]
-            v[...] = decay[:, None] * v + np.matmul(w, var)[:, 0]
-        self.logged_scales.clear()
+    def _logged_terms(self, L: _HiddenLayer, scales: np.ndarray):
+        """The logged statistics are those of BN's input itself, the ReLU output (the weight
+        scale and the bias are inside it): folded as they are (c = 1, b = 0), exactly."""
+        return np.ones_like(scales), 0.0
 
 
 def stack_inference_layers(stack: NetworkStack) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -182,17 +182,23 @@ class TrainStep:
                  for a, m, v in zip(stack.also_alphas, stack.also_mean, stack.also_var)]
         for L in self.hidden:
             k = len(scales)
+            c, b = self._logged_terms(L, scales)
             for means, variances, alpha in sets:
-                self._fold(L, means, variances, alpha, L.mu_log[:k], L.var_log[:k], scales)
+                self._fold(means, variances, L.l, alpha, L.mu_log[:k], L.var_log[:k], c, b)
         self.logged_scales.clear()
 
-    def _fold(self, L: _HiddenLayer, means: list, variances: list, alpha: np.ndarray,
-              mu: np.ndarray, var: np.ndarray, c: np.ndarray) -> None:
-        """Fold k logged steps (mu, var: (k, K, M); c: (k, K)) into layer L's averages
+    def _logged_terms(self, L: _HiddenLayer, scales: np.ndarray):
+        """(c, b): the batch mean of layer L's BN input is c mu_i + b and its variance
+        c^2 var_i, mu_i and var_i as logged (here those of x W: the step's weight scale c,
+        the fixed bias b)."""
+        return scales, self.stack.b[L.l]
+
+    def _fold(self, means: list, variances: list, l: int, alpha: np.ndarray,
+              mu: np.ndarray, var: np.ndarray, c: np.ndarray, b) -> None:
+        """Fold k logged steps (mu, var: (k, K, M); c: (k, K)) into layer l's averages
         ``means[l]``, ``variances[l]`` (started by the first batch ever) with weights alpha
-        (1, K)."""
-        stack, l = self.stack, L.l
-        b = stack.b[l]
+        (1, K); b: the offset of the batch means (see _logged_terms)."""
+        stack = self.stack
         if means[l] is None:  # the first batch starts the averages
             shape = (stack.K, stack.sizes[l + 1])
             means[l], variances[l] = np.zeros(shape, stack.dtype), np.zeros(shape, stack.dtype)
