@@ -177,11 +177,10 @@ def _add_extension_options(p: argparse.ArgumentParser) -> None:
 
 def _preset_defaults(name_or_path: str) -> dict:
     """A preset as defaults of ``kbn train``'s options (argument dests)."""
-    from .presets import preset_configs, preset_n_val
+    from .presets import load_preset
 
     try:
-        net, train = preset_configs(name_or_path)
-        n_val = preset_n_val(name_or_path)
+        net, train, n_val = load_preset(name_or_path)
     except ValueError as exc:
         raise CommandError(f"--preset {name_or_path}: {exc}") from None
     out = {"hidden": list(net.hidden), "batch_norm": net.batch_norm, "init": net.init,

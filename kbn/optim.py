@@ -111,6 +111,7 @@ class _PlainRule:
         self.etas = np.ascontiguousarray(etas, np.float64)
         self.c = np.ones(stack.K)  # no weight scale: the trainer's fold() is a no-op
         self._ones = np.ones(stack.K)
+        self._blocks, self._bound = None, None  # see _blocked
 
     def prepare(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         return self._ones, self._ones
@@ -126,10 +127,14 @@ class _PlainRule:
 
     def _blocked(self, grads: NetworkStack, *state: list[np.ndarray]) -> list["Blocks"]:
         """The two buffers, weights (regularised) and vectors, as :class:`Blocks` of
-        (parameter, gradient, *state) with ``state`` given as [weights', vectors'] pairs."""
-        buffers = ((self.stack.weights, grads.weights), (self.stack.vectors, grads.vectors))
-        return [Blocks([p, g, *(s[i] for s in state)])
-                for i, (p, g) in enumerate(buffers)]
+        (parameter, gradient, *state) with ``state`` given as [weights', vectors'] pairs;
+        made at the first update and again only if the gradients' buffers change."""
+        if self._bound is not grads.weights:
+            buffers = ((self.stack.weights, grads.weights), (self.stack.vectors, grads.vectors))
+            self._blocks = [Blocks([p, g, *(s[i] for s in state)])
+                            for i, (p, g) in enumerate(buffers)]
+            self._bound = grads.weights
+        return self._blocks
 
 
 class Momentum(_PlainRule):
@@ -148,15 +153,12 @@ class Momentum(_PlainRule):
         self.mu, self.nesterov = float(mu), bool(nesterov)
         self.velocity = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
         self._t = 0
-        self._blocks = self._bound = None  # made at the first update, for its gradients' buffers
 
     def prepare(self, t: int):
         self._t = t
         return self.etas[t], self._ones
 
     def apply(self, grads: NetworkStack) -> None:
-        if self._blocks is None or self._bound is not grads.weights:
-            self._blocks, self._bound = self._blocked(grads, self.velocity), grads.weights
         eta, lam, mu, nesterov = float(self.etas[self._t, 0]), float(self.lam[0]), self.mu, self.nesterov
 
         def update(p, g, v, tmp, decay):
@@ -173,7 +175,7 @@ class Momentum(_PlainRule):
             else:
                 p += v
 
-        weights, vectors = self._blocks
+        weights, vectors = self._blocked(grads, self.velocity)
         weights.run(update, 2.0 * eta * lam)
         vectors.run(update, 0.0)
 
@@ -198,15 +200,12 @@ class Adam(_PlainRule):
         self.m = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
         self.v = [np.zeros_like(self.stack.weights), np.zeros_like(self.stack.vectors)]
         self._t = 0
-        self._blocks = self._bound = None  # made at the first update, for its gradients' buffers
 
     def prepare(self, t: int):
         self._t = t
         return self._ones, self._ones
 
     def apply(self, grads: NetworkStack) -> None:
-        if self._blocks is None or self._bound is not grads.weights:
-            self._blocks, self._bound = self._blocked(grads, self.m, self.v), grads.weights
         t = self._t + 1  # Adam counts steps from 1
         eta, lam = float(self.etas[self._t, 0]), float(self.lam[0])
         b1, b2, eps, decoupled = self.beta1, self.beta2, self.eps, self.decoupled
@@ -234,7 +233,7 @@ class Adam(_PlainRule):
             g *= step
             p -= g
 
-        weights, vectors = self._blocks
+        weights, vectors = self._blocked(grads, self.m, self.v)
         weights.run(update, bool(lam))
         vectors.run(update, False)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import NetworkConfig, TrainConfig
+from .data import N_TRAIN_OFFICIAL, _check_n_val
 
 EPOCH_STEPS_45K = 45_000  # images per epoch in the reference split
 
@@ -37,16 +38,17 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
 
 def preset_configs(name_or_path: str) -> tuple[NetworkConfig, TrainConfig]:
     """The (NetworkConfig, TrainConfig) of a preset name or a JSON config file."""
-    net, train, _ = _load(name_or_path)
+    net, train, _ = load_preset(name_or_path)
     return net, train
 
 
 def preset_n_val(name_or_path: str) -> int:
     """The validation images a preset holds out of the 50,000 (default: the recipe's)."""
-    return _load(name_or_path)[2]
+    return load_preset(name_or_path)[2]
 
 
-def _load(name_or_path: str) -> tuple[NetworkConfig, TrainConfig, int]:
+def load_preset(name_or_path: str) -> tuple[NetworkConfig, TrainConfig, int]:
+    """(NetworkConfig, TrainConfig, n_val) of a preset name or a JSON config file."""
     if name_or_path in PRESETS:
         net, train, data = PRESETS[name_or_path]
         return NetworkConfig(**net), TrainConfig(**train), _n_val(data, name_or_path)
@@ -67,10 +69,10 @@ def _n_val(data: dict, where) -> int:
     unknown = set(data) - {"n_val"}
     if unknown:
         raise ValueError(f"{where}: unknown data field(s) {sorted(unknown)} (only n_val)")
-    n = data.get("n_val", N_VAL)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 50_000:
-        raise ValueError(f"{where}: data n_val={n!r} must be an int in [0, 50000)")
-    return n
+    try:
+        return _check_n_val(data.get("n_val", N_VAL), N_TRAIN_OFFICIAL)
+    except ValueError as exc:
+        raise ValueError(f"{where}: data {exc}") from None
 
 
 def write_config_file(path, network: NetworkConfig, train: TrainConfig,

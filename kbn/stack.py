@@ -162,7 +162,7 @@ class NetworkStack:
         stack = NetworkStack.from_networks([self.network(k) for k in keep])
         stack.also_alphas = self.also_alphas
         stack.also_mean, stack.also_var = (
-            [[None if a is None else a[list(keep)].copy() for a in per_alpha] for per_alpha in lists]
+            [[None if a is None else a[list(keep)] for a in per_alpha] for per_alpha in lists]  # copies
             for lists in (self.also_mean, self.also_var))
         return stack
 

@@ -115,6 +115,8 @@ def stack_cost(network: NetworkConfig, train: TrainConfig, k: int) -> float:
     """A rough relative cost of training a stack of ``k`` such networks: the multiply-adds
     of its steps plus a fixed cost per layer and step (the small calls a stack shares).
     Used to start the costliest stacks first, so the last to finish are short."""
-    widths = (3072, *network.hidden, 10)
+    from .data import N_CLASSES, N_FEATURES
+
+    widths = (N_FEATURES, *network.hidden, N_CLASSES)
     weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     return train.n_steps * (3.0 * k * train.n_batch * weights + 2e5 * len(widths))

@@ -247,6 +247,16 @@ def fit_stack(network_configs: Sequence[NetworkConfig], train_configs: Sequence[
             for i, m in enumerate(members)]
 
 
+def _population_into(means, variances, stack: NetworkStack, k: int, X, n_batches: int,
+                     n_batch: int, seed: int) -> None:
+    """PreciseBN: member k's population statistics over ``n_batches`` training batches
+    (:mod:`kbn.precise_bn`, the batches drawn from ``seed``) into ``means[l][k]`` and
+    ``variances[l][k]`` (per hidden layer, as ``stack.mean`` / ``stack.var``)."""
+    stats = population_statistics(stack.network(k), X, n_batches, n_batch, batches_rng(seed))
+    for l in range(stack.n_layers - 1):
+        means[l][k], variances[l][k] = stats[f"mean{l + 1}"], stats[f"var{l + 1}"]
+
+
 def _variants(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv, Xt, yt,
               lams) -> dict[int, dict[str, dict[str, float]]]:
     """{member: {variant: {"val_accuracy", "test_accuracy"}}} of the final weights with
@@ -258,10 +268,8 @@ def _variants(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv, 
     if cfg.also_precise_bn:
         pm, pv = [m.copy() for m in stack.mean], [v.copy() for v in stack.var]
         for k, i in enumerate(alive):
-            stats = population_statistics(stack.network(k), X, cfg.also_precise_bn, cfg.n_batch,
-                                          batches_rng(members[i].train_config.seed))
-            for l in range(stack.n_layers - 1):
-                pm[l][k], pv[l][k] = stats[f"mean{l + 1}"], stats[f"var{l + 1}"]
+            _population_into(pm, pv, stack, k, X, cfg.also_precise_bn, cfg.n_batch,
+                             members[i].train_config.seed)
         sets.append((f"precise_bn={cfg.also_precise_bn}", pm, pv))
     own = stack.mean, stack.var
     out: dict[int, dict[str, dict[str, float]]] = {i: {} for i in alive}
@@ -288,11 +296,7 @@ def _precise_bn(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv
         return {}
     for k in ks:
         tc = members[alive[k]].train_config
-        stats = population_statistics(stack.network(k), X, tc.precise_bn, cfg.n_batch,
-                                      batches_rng(tc.seed))
-        for l in range(stack.n_layers - 1):
-            stack.mean[l][k] = stats[f"mean{l + 1}"]
-            stack.var[l][k] = stats[f"var{l + 1}"]
+        _population_into(stack.mean, stack.var, stack, k, X, tc.precise_bn, cfg.n_batch, tc.seed)
     val = stack.evaluate(Xv, yv, lams)["accuracy"]
     return {alive[k]: float(val[k]) for k in ks}
 

@@ -204,11 +204,11 @@ def run(params: Parameters) -> ChapterOutput:
     for r in rows:
         unique.setdefault(r.spec, len(unique))
     results = trainings.run(list(unique), desc="how BN helps")
-    out_results = row_results(rows, [results[unique[r.spec]] for r in rows])
+    trained = [results[unique[r.spec]] for r in rows]  # each row's training's own Result
     runs = pd.DataFrame([{"study": r.study, **r.labels, **result_row(r.spec.train, res),
                           "n_batch": r.spec.train.n_batch}
-                         for r, res in zip(rows, out_results)])
-    analysis = analyse(params, rows, out_results, len(data.train.y))
+                         for r, res in zip(rows, row_results(rows, trained))])
+    analysis = analyse(params, rows, trained, len(data.train.y))
     seeds = sorted({r.spec.train.seed for r in rows})
     analysis["values"]["run_note"] = run_note(
         params.smoke, len(data.train.y), clock(), f"seeds {', '.join(map(str, seeds))}",
