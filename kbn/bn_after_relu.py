@@ -53,15 +53,7 @@ class AfterReluTrainStep(TrainStep):
         s += L.b
         np.maximum(s, L.zeros, out=s)  # r = ReLU(s)
         np.sign(s, out=L.on)
-        j = len(self.logged_scales)  # this step's row of the statistics log
-        mu, var = L.mu_log[j], L.var_log[j]
-        np.matmul(self.mean_weights, s, out=mu)
-        s -= mu[:, None, :]
-        np.multiply(s, s, out=L.ds)
-        np.matmul(self.mean_weights, L.ds, out=var)
-        np.add(var[:, None, :], self.eps, out=L.inv_std)
-        np.sqrt(L.inv_std, out=L.inv_std)
-        np.reciprocal(L.inv_std, out=L.inv_std)
+        self._normalise(L, s, self.eps)
         np.multiply(L.gamma, L.inv_std, out=L.scale)
         np.multiply(s, L.scale, out=h)  # gamma rhat
         h += L.beta

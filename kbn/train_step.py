@@ -243,17 +243,9 @@ class TrainStep:
                     inv_c: np.ndarray) -> np.ndarray:
         """x -> ReLU(BN(c x W)) (K, n, M), BN with this batch's statistics."""
         s, h = self._affine(L, x), L.h
-        j = len(self.logged_scales)  # this step's row of the statistics log
-        mu, var = L.mu_log[j], L.var_log[j]  # (K, M) each
-        np.matmul(self.mean_weights, s, out=mu)
-        s -= mu[:, None, :]  # centred: BN's backward needs it, the raw s is not needed
-        np.multiply(s, s, out=L.ds)
-        np.matmul(self.mean_weights, L.ds, out=var)
-        # var is the batch variance of s, c^2 var that of the layer's c s, and
+        # the batch variance var of s is c^2 var for the layer's c s, and
         # xhat = c s / sqrt(c^2 var + eps) = s / sqrt(var + eps / c^2) = s inv_std
-        np.add(var[:, None, :], eps_c, out=L.inv_std)
-        np.sqrt(L.inv_std, out=L.inv_std)
-        np.reciprocal(L.inv_std, out=L.inv_std)
+        self._normalise(L, s, eps_c)
         np.multiply(L.gamma, L.inv_std, out=L.vec)
         np.multiply(L.vec, inv_c, out=L.scale)  # BN's gain gamma / sqrt(c^2 var + eps)
         np.multiply(s, L.vec, out=h)  # gamma xhat
@@ -261,6 +253,20 @@ class TrainStep:
         np.maximum(h, L.zeros, out=h)
         np.sign(h, out=L.on)  # h >= 0: 1 where the unit is on
         return h
+
+    def _normalise(self, L: _HiddenLayer, s: np.ndarray, eps) -> None:
+        """BN's batch statistics of ``s`` (K, n, M): logs its mean and variance in this
+        step's row of L's log, centres ``s`` in place (BN's backward needs it centred, the
+        raw values are not needed) and leaves 1 / sqrt(var + eps) in ``L.inv_std``."""
+        j = len(self.logged_scales)  # this step's row of the statistics log
+        mu, var = L.mu_log[j], L.var_log[j]  # (K, M) each
+        np.matmul(self.mean_weights, s, out=mu)
+        s -= mu[:, None, :]
+        np.multiply(s, s, out=L.ds)
+        np.matmul(self.mean_weights, L.ds, out=var)
+        np.add(var[:, None, :], eps, out=L.inv_std)
+        np.sqrt(L.inv_std, out=L.inv_std)
+        np.reciprocal(L.inv_std, out=L.inv_std)
 
     def _drop(self, L: _HiddenLayer) -> None:
         """Inverted dropout of the layer's output h: h *= mask, with mask 0 (probability p)
