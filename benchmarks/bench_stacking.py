@@ -21,7 +21,8 @@ history, the same accuracies; float32 noise is tolerated and reported).
 
 Also printed: the GEMM floor of the stacks, i.e. the matrix products alone that the
 search's stacks perform (each step's and each evaluation's, at the stacks' shapes), timed
-in the same kind of worker pool, both workers at once; no training loop can beat it. And
+in the same kind of worker pool, both workers at once; no training loop can beat it. One at a time divided by that
+floor is the ceiling of the ratio: what a stack costing nothing but its products would reach. And
 the time per network of a step and an evaluation by stack size (``--stack-sizes``).
 """
 
@@ -286,6 +287,10 @@ def main(argv=None) -> None:
           f"{n_trials / floor * 60:.2f} ({floor:.1f} s)")
     print(f"stacked / one at a time, round by round: {', '.join(f'{x:.2f}' for x in ratios)}; "
           f"stacked wall time / its GEMM floor: {best_stacked / floor:.2f}")
+    # a stack that cost nothing beyond its matrix products would reach this ratio, no more
+    ceilings = [alone / f for (_, alone), f in zip(rounds, floors)]
+    print(f"ceiling of the ratio (one at a time / the stacks' GEMM floor), round by round: "
+          f"{', '.join(f'{x:.2f}' for x in ceilings)}")
     print("(timings on a shared machine vary with its load: read the ratios of one round)")
     if args.stack_sizes:
         step_by_stack_size(args.stack_sizes)
