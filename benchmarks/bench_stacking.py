@@ -21,8 +21,9 @@ history, the same accuracies; float32 noise is tolerated and reported).
 
 Also printed: the GEMM floor of the stacks, i.e. the matrix products alone that the
 search's stacks perform (each step's and each evaluation's, at the stacks' shapes), timed
-in the same kind of worker pool, both workers at once; no training loop can beat it. One at a time divided by that
-floor is the ceiling of the ratio: what a stack costing nothing but its products would reach. And
+in the same kind of worker pool, both workers at once; no training loop can beat it. One at a time divided by
+that floor is the ceiling of the ratio: what a stack costing nothing but its products
+would reach. And
 the time per network of a step and an evaluation by stack size (``--stack-sizes``).
 """
 
