@@ -15,7 +15,9 @@ this pool. It is a lower bound: the extra passes of options (PreciseBN, BN varia
 test probabilities, the recorder) are left out, and so is the wait for the last stack.
 
 The trainings' own recorded time (``Result.wall_time``, a stack's time shared among its
-networks; a member that diverged keeps the share of the steps it ran) is printed beside it.
+networks; a member that diverged keeps the share of the steps it ran) is printed beside it,
+summed as if each had held one worker: a training that ran alone on every core (chapter
+6's) counts its wall time, not its CPU time, and the floor times it on one thread.
 The row counts assume CIFAR-10's sizes (50,000 training and 10,000 test images); results of
 another precision than float32 are left out and counted; a cache that holds results of more
 than one version of the code (not cold) is said so.
@@ -132,8 +134,8 @@ def main(argv=None) -> None:
     floor = core_seconds / slots
     print(f"\nGEMM floor of these trainings: {core_seconds:.0f} core-seconds = {floor:.0f} s "
           f"on {slots} workers (with no other work and no idle worker)")
-    print(f"their recorded training time: {recorded:.0f} core-seconds = {recorded / slots:.0f} s "
-          f"on {slots} workers, {recorded / core_seconds:.2f}x the floor")
+    print(f"their recorded training time: {recorded:.0f} s summed = {recorded / slots:.0f} s on "
+          f"{slots} workers, {recorded / core_seconds:.2f}x the floor")
     if args.seconds:
         print(f"the build's measured {args.seconds:.0f} s is {args.seconds / floor:.2f}x the floor")
     if args.goal < floor:
