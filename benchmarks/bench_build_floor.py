@@ -36,14 +36,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stacking import stack_floor, versions  # noqa: E402
+from bench_stacking import split_rows, stack_floor, versions  # noqa: E402
 
 from kbn.cache import ResultCache  # noqa: E402
 from kbn.data import N_CLASSES, N_FEATURES  # noqa: E402
 from kbn.executors import get_executor  # noqa: E402
-from kbn.trainer import record_steps  # noqa: E402
-
-N_TRAIN_VAL, N_TEST = 50_000, 10_000  # CIFAR-10's training and test images
 
 
 def shapes_of(folder: Path) -> tuple[Counter, float, Counter]:
@@ -64,22 +61,21 @@ def shapes_of(folder: Path) -> tuple[Counter, float, Counter]:
             notes[f"left out: {result.train_config.dtype}"] += 1
             continue
         data = spec.get("data") or {}
-        cap, n_val = data.get("subset") or N_TRAIN_VAL, data.get("n_val", 5_000)
+        n_train, n_val, n_test = split_rows(data.get("subset"), data.get("n_val", 5_000))
         # each evaluation point reads the training and validation splits, the end the test
-        # split once (a subset keeps the first ``cap`` images of every split)
-        per_point = min(cap, N_TRAIN_VAL - n_val) + min(cap, n_val)
+        # split once
         points = len(result.history["step"])  # the evaluations the trainer recorded
         if result.diverged:  # stopped in step diverged_at (0-based); no test evaluation
-            steps, evaluated = result.diverged_at + 1, points * per_point
+            steps, evaluated = result.diverged_at + 1, points * (n_train + n_val)
         else:
-            steps, evaluated = result.train_config.n_steps, points * per_point + min(cap, N_TEST)
+            steps, evaluated = result.train_config.n_steps, points * (n_train + n_val) + n_test
         widths = (N_FEATURES, *result.network_config.hidden, N_CLASSES)
         counts[(widths, result.stack_size, result.train_config.n_batch, steps, evaluated)] += 1
         seconds += result.wall_time
     return counts, seconds, notes
 
 
-def floor_seconds(counts: Counter, times: list[float], slots: int) -> tuple[float, list[float]]:
+def floor_seconds(counts: Counter, times: list[float]) -> tuple[float, list[float]]:
     """(core-seconds of the floor, seconds per network of each shape): ``times[j]`` is a
     whole stack's floor for the j-th shape of ``counts``, shared by its K networks."""
     per_network = [t / shape[1] for shape, t in zip(counts, times)]
@@ -126,7 +122,7 @@ def main(argv=None) -> None:
     finally:
         ex.close()
 
-    core_seconds, per_network = floor_seconds(counts, times, slots)
+    core_seconds, per_network = floor_seconds(counts, times)
     print(f"\n{'layers':>7} {'stack':>5} {'steps':>6} {'rows':>9} {'trainings':>9} "
           f"{'floor per network':>18}")
     for (widths, k, n, steps, rows), m, p in zip(shapes, counts.values(), per_network):

@@ -21,10 +21,10 @@ history, the same accuracies; float32 noise is tolerated and reported).
 
 Also printed: the GEMM floor of the stacks, i.e. the matrix products alone that the
 search's stacks perform (each step's and each evaluation's, at the stacks' shapes), timed
-in the same kind of worker pool, both workers at once; no training loop can beat it. One at a time divided by
-that floor is the ceiling of the ratio: what a stack costing nothing but its products
-would reach. And
-the time per network of a step and an evaluation by stack size (``--stack-sizes``).
+in the same kind of worker pool, both workers at once; no training loop can beat it. One
+at a time divided by that floor is the ceiling of the ratio: what a stack costing nothing
+but its products would reach. And the time per network of a step and an evaluation by
+stack size (``--stack-sizes``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from kbn import NetworkConfig, SearchConfig, TrainConfig
+from kbn.data import N_TRAIN_OFFICIAL
 from kbn.executors import get_executor
 from kbn.network import EVAL_BLOCK
 from kbn.runs import DataSpec, TrialSpec
@@ -46,6 +47,7 @@ from kbn.stacking import plan_stacks
 from kbn.trainer import record_steps
 
 D, C = 3072, 10
+N_TEST = 10_000  # CIFAR-10's test images
 EVAL_ROWS = 10_000  # synthetic rows an evaluation floor streams (then scaled to the split)
 
 
@@ -63,6 +65,13 @@ def versions() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
             f"python {platform.python_version()}, numpy {np.__version__} with {', '.join(blas)}")
+
+
+def split_rows(subset: int | None, n_val: int) -> tuple[int, int, int]:
+    """Rows of the training, validation and test splits of the real data, as
+    ``kbn.data`` makes them (a subset keeps the first ``subset`` images of every split)."""
+    cap = subset or N_TRAIN_OFFICIAL
+    return min(cap, N_TRAIN_OFFICIAL - n_val), min(cap, n_val), min(cap, N_TEST)
 
 
 def search(net: NetworkConfig, train: TrainConfig, data: DataSpec, search_cfg: SearchConfig,
@@ -156,8 +165,7 @@ def search_floor(net: NetworkConfig, train: TrainConfig, data: DataSpec, n_trial
                  executor) -> float:
     """Seconds of the GEMM floor of the search's stages, each stage's stacks as
     ``run_trials`` plans them, timed on ``executor`` (all its workers at once)."""
-    cap = data.subset or 50_000  # a subset keeps the first images of every split
-    n_train, n_val, n_test = min(cap, 50_000 - data.n_val), min(cap, data.n_val), min(cap, 10_000)
+    n_train, n_val, n_test = split_rows(data.subset, data.n_val)
     eval_rows = len(record_steps(train)) * (n_train + n_val) + n_test
     sizes = [D, *net.hidden, C]
     ex = get_executor(executor, n_trials=max(n_trials))

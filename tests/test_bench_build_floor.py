@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kbn import NetworkConfig, TrainConfig
+from kbn.data import N_TRAIN_OFFICIAL as N_TRAIN_VAL
 from kbn.runs import TrialSpec, run_trials
 
 try:
@@ -20,7 +21,8 @@ except ImportError:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_build_floor  # noqa: E402
-from bench_build_floor import N_TRAIN_VAL, N_TEST, shapes_of  # noqa: E402
+from bench_build_floor import shapes_of  # noqa: E402
+from bench_stacking import N_TEST  # noqa: E402
 
 # 200 steps of 20, recorded 10 times (every 20 steps)
 BASE = TrainConfig(n_batch=20, n_s=100, n_cycles=1, eta_max=0.05, lam=1e-3, evals_per_cycle=10)
