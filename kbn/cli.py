@@ -23,6 +23,7 @@ from . import __version__
 from .config import ConfigError, NetworkConfig, SearchConfig, TrainConfig
 from .errors import command_line_words
 from .folders import writable_folder as _writable_folder
+from .stacking import n_weights as _n_weights
 
 EXIT_ERROR, EXIT_CHECK_FAILED, EXIT_INTERRUPTED = 1, 3, 130
 
@@ -207,10 +208,6 @@ def _train_config(args) -> TrainConfig:
                        n_s=args.n_s, n_cycles=args.cycles, lam=args.lam,
                        evals_per_cycle=args.evals_per_cycle, seed=args.seed, dtype=args.dtype,
                        precise_bn=args.precise_bn, **extensions)
-
-
-def _n_weights(widths) -> int:
-    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
 def _check_split(args, need_validation: bool = False) -> int:

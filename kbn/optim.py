@@ -254,12 +254,14 @@ class Blocks:
         n = flat[0].size
         if any(f.size != n or not np.shares_memory(f, a) for f, a in zip(flat, arrays)):
             raise ValueError("Blocks needs contiguous arrays of one size")
-        self.blocks = [tuple(f[i:i + BLOCK] for f in flat) for i in range(0, n, BLOCK)]
-        self.scratch = np.empty(min(BLOCK, n), flat[0].dtype)
+        scratch = np.empty(min(BLOCK, n), flat[0].dtype)
+        # each block's views and its scratch, the last one as long as the block
+        self.blocks = [(*(f[i:i + BLOCK] for f in flat), scratch[:min(BLOCK, n - i)])
+                       for i in range(0, n, BLOCK)]
 
     def run(self, kernel, *args) -> None:
         for views in self.blocks:
-            kernel(*views, self.scratch[:len(views[0])], *args)
+            kernel(*views, *args)
 
 
 def make_rule(stack: NetworkStack, trains, lam: np.ndarray, etas: np.ndarray):

@@ -118,5 +118,9 @@ def stack_cost(network: NetworkConfig, train: TrainConfig, k: int) -> float:
     from .data import N_CLASSES, N_FEATURES
 
     widths = (N_FEATURES, *network.hidden, N_CLASSES)
-    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    return train.n_steps * (3.0 * k * train.n_batch * weights + 2e5 * len(widths))
+    return train.n_steps * (3.0 * k * train.n_batch * n_weights(widths) + 2e5 * len(widths))
+
+
+def n_weights(widths: Sequence[int]) -> int:
+    """How many weights (not biases) a network of these layer widths has."""
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))

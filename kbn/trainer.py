@@ -257,20 +257,30 @@ def _population_into(means, variances, stack: NetworkStack, k: int, X, n_batches
         means[l][k], variances[l][k] = stats[f"mean{l + 1}"], stats[f"var{l + 1}"]
 
 
+def alpha_variant(alpha: float) -> str:
+    """The name in ``Result.variants`` of the moving averages kept with ``alpha``."""
+    return f"alpha={alpha:g}"
+
+
+def precise_bn_variant(n_batches: int) -> str:
+    """The name in ``Result.variants`` of PreciseBN over ``n_batches`` batches."""
+    return f"precise_bn={n_batches}"
+
+
 def _variants(stack: NetworkStack, members, alive, cfg: TrainConfig, X, Xv, yv, Xt, yt,
               lams) -> dict[int, dict[str, dict[str, float]]]:
     """{member: {variant: {"val_accuracy", "test_accuracy"}}} of the final weights with
     other BN statistics: the moving averages kept with each of ``cfg.also_alphas``, and
     PreciseBN over ``cfg.also_precise_bn`` batches (as ``precise_bn`` would compute them).
     The stack's own averages are put back afterwards."""
-    sets = [(f"alpha={a:g}", m, v)
+    sets = [(alpha_variant(a), m, v)
             for a, m, v in zip(stack.also_alphas, stack.also_mean, stack.also_var)]
     if cfg.also_precise_bn:
         pm, pv = [m.copy() for m in stack.mean], [v.copy() for v in stack.var]
         for k, i in enumerate(alive):
             _population_into(pm, pv, stack, k, X, cfg.also_precise_bn, cfg.n_batch,
                              members[i].train_config.seed)
-        sets.append((f"precise_bn={cfg.also_precise_bn}", pm, pv))
+        sets.append((precise_bn_variant(cfg.also_precise_bn), pm, pv))
     own = stack.mean, stack.var
     out: dict[int, dict[str, dict[str, float]]] = {i: {} for i in alive}
     try:

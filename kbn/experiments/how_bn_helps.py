@@ -31,7 +31,7 @@ import pandas as pd
 from ..config import NetworkConfig, TrainConfig
 from ..recorder import RecorderConfig
 from ..runs import TrialSpec
-from ..trainer import Result
+from ..trainer import Result, alpha_variant, precise_bn_variant
 from . import how_bn_helps_figures as figs
 from . import recipe
 from .bn_ablation import ARCHITECTURES, bn_label
@@ -150,10 +150,10 @@ def plan(params: Parameters, data) -> list[Planned]:
             for alpha in params.alphas:
                 add("inference", {"architecture": arch, "statistics": f"α = {alpha:g}",
                                   "variant": f"alpha {alpha:g}"},
-                    he_bn, bn_full[s], record, None if alpha == own_alpha else f"alpha={alpha:g}")
+                    he_bn, bn_full[s], record, None if alpha == own_alpha else alpha_variant(alpha))
             add("inference", {"architecture": arch, "statistics": "PreciseBN",
                               "variant": f"PreciseBN {params.precise_bn}"},
-                he_bn, bn_full[s], record, f"precise_bn={params.precise_bn}")
+                he_bn, bn_full[s], record, precise_bn_variant(params.precise_bn))
         for bn in (False, True):
             for eta in params.eta_max_grid:
                 for s in seeds:
@@ -303,6 +303,7 @@ def analyse(params: Parameters, rows: Sequence[Planned], results: Sequence[Resul
     deepest = max(archs, key=lambda a: len(archs[a]))
     results = row_results(rows, results)
     by = _index(rows, results)
+    recorded_val_images = next(r.spec.record for r in rows if r.spec.record is not None).val_images
     values: dict[str, Any] = {"deep_arch": deepest, "sigma": params.sigma,
                               "probe": params.probe, "precise_bn_batches": params.precise_bn,
                               "short_cycles": params.short_cycles,
@@ -314,7 +315,10 @@ def analyse(params: Parameters, rows: Sequence[Planned], results: Sequence[Resul
                               "recipe_epochs": 2 * params.n_s * params.n_cycles
                               * params.n_batch / n_train,
                               "n_batch": params.n_batch, "batch_eta_max": params.eta_max,
-                              "mode_gap_images": f"{RecorderConfig().val_images:,}"}
+                              # the validation images the recorder measured the mode gap on
+                              "mode_gap_images": f"{recorded_val_images:,}",
+                              # α columns and PreciseBN: one recorded training per seed
+                              "n_inference_columns": len(params.alphas) + 1}
     tables: dict[str, pd.DataFrame] = {}
     figures: dict[str, Any] = {}
     epochs_per_step = params.n_batch / n_train

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from .. import ensemble, plots
 from ..config import NetworkConfig, TrainConfig
-from ..presets import PRESETS, preset_configs, preset_n_val, write_config_file
+from ..presets import N_VAL, PRESETS, preset_configs, preset_n_val, write_config_file
 from . import recipe
 from .chapter import ChapterOutput, Stopwatch
 from .display import percent_table, run_note
@@ -403,6 +403,7 @@ def run(params: Parameters) -> ChapterOutput:
             if k not in ("seed", "keep_test_probs", "dtype", "evals_per_cycle")),
         "best_preset": params.best,
         "n_train_text": f"{len(y_train(data)):,}", "n_val_text": f"{len(data.val.y):,}",
+        "recipe_n_val_text": f"{N_VAL:,}",  # what the recipe holds out, for comparison
         "best_mean": mean, "best_std": std, "best_half_width": half, "n_seeds": n,
         "best_minutes": float(walls.mean() / 60), "best_max_minutes": float(walls.max() / 60),
         "best_seed0": float(single[0]), "best_seed0_seed": int(seeds[0]),

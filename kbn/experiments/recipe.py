@@ -12,13 +12,14 @@ from typing import Any, Mapping
 import pandas as pd
 
 from ..config import NetworkConfig, TrainConfig
+from ..presets import N_VAL
 from ..runs import DataSpec
 
 SMOKE_SUBSET = 2000
 SMOKE_TRAIN = {"n_s": 40, "n_cycles": 1, "evals_per_cycle": 4}
 
 
-def data_spec(data_dir=None, smoke: bool = False, n_val: int = 5000) -> DataSpec:
+def data_spec(data_dir=None, smoke: bool = False, n_val: int = N_VAL) -> DataSpec:
     """The data as a :class:`kbn.runs.DataSpec` (what worker processes load and what cache
     keys name); ``smoke`` keeps SMOKE_SUBSET images per split; ``n_val`` validation images
     are held out of the 50,000 (the recipe's 5,000 by default)."""
